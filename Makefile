@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: Apache-2.0
+# nstrace: build, test and run.
+
+GO ?= go
+# The BPF objects are committed; regenerating them needs exactly this clang
+# so that `make check-generated` compares like with like.
+CLANG ?= clang-14
+BPF_CFLAGS ?= -O2 -g -Wall -Werror
+BIN := nstrace
+ARGS ?= -e exec
+
+export BPF2GO_CC := $(CLANG)
+export BPF2GO_CFLAGS := $(BPF_CFLAGS)
+
+.PHONY: all build generate check-generated test test-unit bench run clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/nstrace
+
+generate:
+	$(GO) generate ./internal/probe
+
+# Regenerate the BPF objects and fail if they differ from the committed ones.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- internal/probe bpf)" ]; then \
+		echo "generated BPF objects differ from the committed ones:"; \
+		git status --porcelain -- internal/probe bpf; \
+		git diff --stat -- internal/probe; \
+		exit 1; \
+	fi
+	@echo "generated BPF objects match bpf/ sources"
+
+# All tests. As root this includes the privileged suite, which loads the
+# real BPF programs; it never silently skips there.
+test:
+	@if [ "$$(id -u)" = 0 ]; then export NSTRACE_PRIVILEGED_TESTS=1; fi; \
+	$(GO) test -count=1 ./...
+
+# Tests that need no privileges.
+test-unit:
+	$(GO) test -count=1 ./...
+
+run: build
+	./$(BIN) $(ARGS)
+
+clean:
+	rm -f $(BIN)

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The event record: the contract between nstrace's BPF programs and its Go
+ * side. bpf2go generates the Go mirror (nstraceEvent) from this definition,
+ * so the layout is written once. Fields are fixed width, naturally aligned,
+ * and padded explicitly.
+ */
+#ifndef __NSTRACE_H
+#define __NSTRACE_H
+
+#define NST_COMM_LEN 16
+/* Bytes of exec filename kept; PATH_MAX. */
+#define NST_FILENAME_MAX 4096
+/* Bytes of the exec argument vector kept (NUL-separated, as in memory). */
+#define NST_ARGS_MAX 32768
+
+enum nst_kind {
+	NST_EV_FORK = 1,
+	NST_EV_EXEC = 2,
+	NST_EV_EXIT = 3,
+	NST_EV_CLONE = 4,
+	NST_EV_UNSHARE = 5,
+	NST_EV_SETNS = 6,
+};
+
+/* Index of each namespace in event.ns, in /proc/PID/ns order. */
+enum nst_ns {
+	NST_NS_CGROUP = 0,
+	NST_NS_IPC = 1,
+	NST_NS_MNT = 2,
+	NST_NS_NET = 3,
+	NST_NS_PID = 4,
+	NST_NS_PID_FOR_CHILDREN = 5,
+	NST_NS_TIME = 6,
+	NST_NS_TIME_FOR_CHILDREN = 7,
+	NST_NS_USER = 8,
+	NST_NS_UTS = 9,
+	NST_NS_COUNT = 10,
+};
+
+/* event.flags */
+enum nst_flag {
+	NST_F_ARGS_TRUNCATED = 1 << 0,
+	NST_F_FILENAME_TRUNCATED = 1 << 1,
+	NST_F_ARGS_UNREADABLE = 1 << 2,
+	NST_F_TARGET_PIDFD = 1 << 3,
+	NST_F_TARGET_NSFS = 1 << 4,
+};
+
+struct event {
+	__u64 ts_ns;       /* CLOCK_MONOTONIC, ns */
+	__u64 cgroup_id;   /* cgroup v2 id (the cgroup directory's inode) */
+	__u64 duration_ns; /* exit: process lifetime, ns */
+	__u64 flags_raw;   /* clone, unshare: clone flags; setns: nstype */
+	__s64 ret;         /* clone, unshare, setns: return value or -errno */
+	__u32 kind;        /* enum nst_kind */
+	__u32 flags;       /* enum nst_flag */
+	__u32 pid;         /* thread group id, host pid namespace */
+	__u32 tid;         /* thread id, host pid namespace */
+	__u32 ppid;        /* parent's thread group id, host */
+	__u32 nspid;       /* thread group id in the process's own pid namespace */
+	__u32 uid;         /* real uid, host user namespace */
+	__u32 gid;         /* real gid, host user namespace */
+	__u32 child_pid;   /* fork, clone: child's pid, host */
+	__u32 child_nspid; /* fork, clone: child's pid in its own pid namespace */
+	__u32 exit_status; /* exit: wait(2) status */
+	__s32 fd;          /* setns: the fd argument */
+	__u32 target_ns;   /* setns: inode of the namespace behind an nsfs fd */
+	__u32 target_type; /* setns: CLONE_NEW* type of that namespace */
+	__u32 target_pid;  /* setns: host pid behind a pidfd */
+	__u32 filename_len; /* exec: bytes of filename at the start of the tail */
+	__u32 args_len;    /* exec: bytes of NUL-separated argv after it */
+	__u32 _pad;
+	__u32 ns[NST_NS_COUNT]; /* namespace inodes of the process, enum nst_ns */
+	/*
+	 * fork, clone: the child's namespace inodes;
+	 * setns, unshare: the caller's before the call.
+	 */
+	__u32 ns_other[NST_NS_COUNT];
+	char comm[NST_COMM_LEN];
+};
+
+#endif /* __NSTRACE_H */

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package event defines the Event every other part of nstrace speaks: one
+// thing the kernel saw happen to a process, decorated with its namespaces.
+package event
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind is what happened.
+type Kind uint8
+
+// The event kinds, in the order they are listed to users.
+const (
+	Fork Kind = iota + 1
+	Exec
+	Exit
+	Clone
+	Unshare
+	Setns
+	// Lost is a synthetic event: the kernel could not queue Count events.
+	Lost
+)
+
+var kindNames = [...]string{
+	Fork:    "fork",
+	Exec:    "exec",
+	Exit:    "exit",
+	Clone:   "clone",
+	Unshare: "unshare",
+	Setns:   "setns",
+	Lost:    "lost",
+}
+
+// String returns the kind's name as users type it in -e.
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Traced lists the kinds a user can select, in display order.
+var Traced = []Kind{Fork, Exec, Exit, Clone, Unshare, Setns}
+
+// KindSet is a set of kinds.
+type KindSet uint16
+
+// Has reports whether k is in the set.
+func (s KindSet) Has(k Kind) bool { return s&(1<<k) != 0 }
+
+// Add returns the set with k added.
+func (s KindSet) Add(k Kind) KindSet { return s | 1<<k }
+
+// AllKinds is every traced kind.
+func AllKinds() KindSet {
+	var s KindSet
+	for _, k := range Traced {
+		s = s.Add(k)
+	}
+	return s
+}
+
+// ParseKinds reads a comma-separated list such as "exec,fork" or "all".
+func ParseKinds(list string) (KindSet, error) {
+	var s KindSet
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(strings.ToLower(name))
+		if name == "" {
+			continue
+		}
+		if name == "all" {
+			s |= AllKinds()
+			continue
+		}
+		found := false
+		for _, k := range Traced {
+			if k.String() == name {
+				s = s.Add(k)
+				found = true
+				break
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("unknown event %q (valid: %s, all)", name, kindList())
+		}
+	}
+	if s == 0 {
+		return 0, fmt.Errorf("no events selected (valid: %s, all)", kindList())
+	}
+	return s, nil
+}
+
+func kindList() string {
+	names := make([]string, len(Traced))
+	for i, k := range Traced {
+		names[i] = k.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+// NSType indexes a namespace inode in NS.
+type NSType uint8
+
+// The namespace types, in /proc/PID/ns order; the same order as the kernel
+// record's ns array.
+const (
+	NSCgroup NSType = iota
+	NSIPC
+	NSMnt
+	NSNet
+	NSPid
+	NSPidForChildren
+	NSTime
+	NSTimeForChildren
+	NSUser
+	NSUTS
+	NSCount
+)
+
+var nsNames = [NSCount]string{"cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"}
+
+// String returns the name of the type as in /proc/PID/ns.
+func (t NSType) String() string {
+	if t < NSCount {
+		return nsNames[t]
+	}
+	return fmt.Sprintf("ns(%d)", uint8(t))
+}
+
+// ParseNSType reads a namespace type name ("net", "pid_for_children", ...).
+func ParseNSType(name string) (NSType, bool) {
+	for i, n := range nsNames {
+		if n == name {
+			return NSType(i), true
+		}
+	}
+	return 0, false
+}
+
+// NS holds the inode of each namespace of a process; 0 means unknown.
+type NS [NSCount]uint64
+
+// Event is one thing that happened to a process.
+//
+// Byte-slice fields may point into a buffer the reader reuses: they are
+// valid until the next event is read. Clone makes a lasting copy.
+type Event struct {
+	Kind Kind
+	Time time.Time
+
+	PID   uint32 // thread group id, host pid namespace
+	TID   uint32 // thread id, host
+	PPID  uint32 // parent's thread group id, host
+	NSPID uint32 // thread group id in the process's own pid namespace
+	UID   uint32
+	GID   uint32
+	Comm  []byte
+
+	NS       NS
+	CgroupID uint64
+	Cgroup   string
+
+	// exec
+	Filename          []byte
+	FilenameTruncated bool
+	Args              [][]byte
+	ArgsTruncated     bool
+
+	// fork, clone
+	ChildPID   uint32
+	ChildNSPID uint32
+	ChildNS    NS
+
+	// exit
+	ExitCode   int
+	Signal     int
+	CoreDumped bool
+	Duration   time.Duration
+
+	// clone, unshare: clone flags; setns: nstype
+	FlagsRaw uint64
+	// clone, unshare, setns: return value, 0 or -errno (clone: child pid)
+	Ret int64
+	// setns
+	FD         int32
+	TargetNS   uint64
+	TargetType uint64 // CLONE_NEW* bit of the target namespace, 0 if unknown
+	TargetPID  uint32 // process behind a pidfd
+	// setns, unshare: the caller's namespaces before the call
+	PrevNS NS
+
+	// lost
+	Count uint64
+}
+
+// Clone returns a copy of e that shares no memory with the reader.
+func (e *Event) Clone() *Event {
+	c := *e
+	c.Comm = append([]byte(nil), e.Comm...)
+	c.Filename = append([]byte(nil), e.Filename...)
+	if e.Args != nil {
+		c.Args = make([][]byte, len(e.Args))
+		for i, a := range e.Args {
+			c.Args[i] = append([]byte(nil), a...)
+		}
+	}
+	return &c
+}
+
+// NewNS lists the namespace types in which a child (fork, clone) or the
+// caller after the call (setns, unshare) differs from before. For other
+// kinds it is empty.
+func (e *Event) NewNS() []NSType {
+	var before, after *NS
+	switch e.Kind {
+	case Fork, Clone:
+		before, after = &e.NS, &e.ChildNS
+	case Setns, Unshare:
+		before, after = &e.PrevNS, &e.NS
+	default:
+		return nil
+	}
+	var out []NSType
+	for t := NSType(0); t < NSCount; t++ {
+		if before[t] != after[t] && after[t] != 0 {
+			out = append(out, t)
+		}
+	}
+	return out
+}

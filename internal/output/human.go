@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package output
+
+import (
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/nsflag"
+	"golang.org/x/sys/unix"
+)
+
+// Human writes one aligned line per event, in the spirit of forkstat.
+type Human struct {
+	w      io.Writer
+	buf    []byte
+	host   event.NS
+	allNS  bool
+	header bool
+}
+
+// NewHuman returns a writer to w. Namespaces equal to host's are left out
+// unless allNS is set.
+func NewHuman(w io.Writer, host event.NS, allNS bool) *Human {
+	return &Human{w: w, buf: make([]byte, 0, 4096), host: host, allNS: allNS}
+}
+
+// Header is the column header line.
+const Header = "TIME            EVENT       PID   NSPID    PPID COMM             INFO"
+
+func pad(b []byte, s []byte, width int, right bool) []byte {
+	n := width - len(s)
+	if right {
+		for ; n > 0; n-- {
+			b = append(b, ' ')
+		}
+		return append(b, s...)
+	}
+	b = append(b, s...)
+	for ; n > 0; n-- {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+func padUint(b []byte, v uint32, width int) []byte {
+	var tmp [12]byte
+	return pad(b, strconv.AppendUint(tmp[:0], uint64(v), 10), width, true)
+}
+
+// Write writes e as one line, preceded by the header on the first call.
+func (h *Human) Write(e *event.Event) error {
+	b := h.buf[:0]
+	if !h.header {
+		b = append(b, Header...)
+		b = append(b, '\n')
+		h.header = true
+	}
+	b = AppendHuman(b, e, &h.host, h.allNS)
+	b = append(b, '\n')
+	h.buf = b
+	_, err := h.w.Write(b)
+	return err
+}
+
+// AppendHuman appends the line for e, without a newline.
+func AppendHuman(b []byte, e *event.Event, host *event.NS, allNS bool) []byte {
+	b = e.Time.AppendFormat(b, "15:04:05.000000")
+	b = append(b, ' ')
+	if e.Kind == event.Lost {
+		b = append(b, "LOST "...)
+		b = strconv.AppendUint(b, e.Count, 10)
+		return append(b, " events: the ring buffer was full (raise --buffer-size)"...)
+	}
+	b = pad(b, []byte(e.Kind.String()), 7, false)
+	b = padUint(b, e.PID, 8)
+	b = padUint(b, e.NSPID, 8)
+	b = padUint(b, e.PPID, 8)
+	b = append(b, ' ')
+	start := len(b)
+	b = appendHuman(b, e.Comm)
+	for n := len(b) - start; n < 16; n++ {
+		b = append(b, ' ')
+	}
+	b = append(b, ' ')
+
+	switch e.Kind {
+	case event.Exec:
+		b = appendHuman(b, e.Filename)
+		if e.FilenameTruncated {
+			b = append(b, "…"...)
+		}
+		if len(e.Args) > 0 && filepath.Base(string(e.Args[0])) != filepath.Base(string(e.Filename)) {
+			b = append(b, " (argv0 "...)
+			b = appendHuman(b, e.Args[0])
+			b = append(b, ')')
+		}
+		for i := 1; i < len(e.Args); i++ {
+			b = append(b, ' ')
+			b = appendHuman(b, e.Args[i])
+		}
+		if e.ArgsTruncated {
+			b = append(b, "…"...)
+		}
+	case event.Fork, event.Clone:
+		if e.Kind == event.Clone {
+			b = append(b, "flags="...)
+			b = append(b, strings.Join(nsflag.Clone(e.FlagsRaw), "|")...)
+			b = append(b, ' ')
+			if e.Ret < 0 {
+				b = appendRet(b, e.Ret)
+				break
+			}
+		}
+		b = append(b, "child "...)
+		b = strconv.AppendUint(b, uint64(e.ChildPID), 10)
+		if e.ChildNSPID != e.ChildPID {
+			b = append(b, " nspid "...)
+			b = strconv.AppendUint(b, uint64(e.ChildNSPID), 10)
+		}
+		if nn := e.NewNS(); len(nn) > 0 {
+			b = append(b, " new"...)
+			for _, t := range nn {
+				b = appendNSValue(b, t, e.ChildNS[t])
+			}
+		}
+	case event.Exit:
+		if e.Signal != 0 {
+			b = append(b, "killed by "...)
+			b = append(b, signalName(e.Signal)...)
+			if e.CoreDumped {
+				b = append(b, " (core dumped)"...)
+			}
+		} else {
+			b = append(b, "exit "...)
+			b = strconv.AppendInt(b, int64(e.ExitCode), 10)
+		}
+		b = append(b, " after "...)
+		b = append(b, roundDuration(e.Duration).String()...)
+	case event.Unshare:
+		b = append(b, "flags="...)
+		b = append(b, strings.Join(nsflag.Clone(e.FlagsRaw), "|")...)
+		b = append(b, ' ')
+		b = appendRet(b, e.Ret)
+		b = appendMoves(b, e)
+	case event.Setns:
+		b = append(b, "fd="...)
+		b = strconv.AppendInt(b, int64(e.FD), 10)
+		b = append(b, " nstype="...)
+		b = append(b, strings.Join(nsflag.NSType(e.FlagsRaw), "|")...)
+		if e.TargetNS != 0 {
+			b = append(b, " target="...)
+			b = append(b, nsflag.TypeName(e.TargetType)...)
+			b = append(b, ":["...)
+			b = strconv.AppendUint(b, e.TargetNS, 10)
+			b = append(b, ']')
+		}
+		if e.TargetPID != 0 {
+			b = append(b, " target=pidfd:"...)
+			b = strconv.AppendUint(b, uint64(e.TargetPID), 10)
+		}
+		b = append(b, ' ')
+		b = appendRet(b, e.Ret)
+		b = appendMoves(b, e)
+	}
+
+	// The process's own namespaces: those not the host's, or all.
+	first := true
+	for t := event.NSType(0); t < event.NSCount; t++ {
+		v := e.NS[t]
+		if v == 0 || (!allNS && v == host[t]) {
+			continue
+		}
+		if first {
+			b = append(b, ' ')
+			first = false
+		}
+		b = appendNSValue(b, t, v)
+	}
+	return b
+}
+
+func appendNSValue(b []byte, t event.NSType, v uint64) []byte {
+	b = append(b, ' ')
+	b = append(b, t.String()...)
+	b = append(b, ":["...)
+	b = strconv.AppendUint(b, v, 10)
+	return append(b, ']')
+}
+
+// appendRet shows a syscall result: "= 0", "= -1 EPERM".
+func appendRet(b []byte, ret int64) []byte {
+	b = append(b, "= "...)
+	b = strconv.AppendInt(b, ret, 10)
+	if ret < 0 {
+		b = append(b, ' ')
+		b = append(b, nsflag.Errno(ret)...)
+	}
+	return b
+}
+
+// appendMoves shows each namespace a call changed: net:[a]→[b].
+func appendMoves(b []byte, e *event.Event) []byte {
+	for _, t := range e.NewNS() {
+		b = append(b, ' ')
+		b = append(b, t.String()...)
+		b = append(b, ":["...)
+		b = strconv.AppendUint(b, e.PrevNS[t], 10)
+		b = append(b, "]→["...)
+		b = strconv.AppendUint(b, e.NS[t], 10)
+		b = append(b, ']')
+	}
+	return b
+}
+
+func signalName(sig int) string {
+	if n := unix.SignalName(unix.Signal(sig)); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(sig)
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Microsecond)
+	}
+	return d
+}
+
+// WriteHeader writes the column header now rather than before the first
+// event, so that an idle feed shows what it will print.
+func (h *Human) WriteHeader() error {
+	if h.header {
+		return nil
+	}
+	h.header = true
+	_, err := io.WriteString(h.w, Header+"\n")
+	return err
+}

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package output
+
+import (
+	"io"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/nsflag"
+)
+
+// JSON writes one JSON object per event and line. Keys are snake_case and
+// documented in the README; users' jq scripts depend on them.
+type JSON struct {
+	w   io.Writer
+	buf []byte
+}
+
+// NewJSON returns a writer to w. It does not buffer beyond one line: give
+// it a buffered writer.
+func NewJSON(w io.Writer) *JSON { return &JSON{w: w, buf: make([]byte, 0, 4096)} }
+
+// Write writes e as one line.
+func (j *JSON) Write(e *event.Event) error {
+	b := AppendJSON(j.buf[:0], e)
+	b = append(b, '\n')
+	j.buf = b
+	_, err := j.w.Write(b)
+	return err
+}
+
+func key(b []byte, k string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	return append(b, '"', ':')
+}
+
+func keyUint(b []byte, k string, v uint64) []byte {
+	return strconv.AppendUint(key(b, k), v, 10)
+}
+
+func keyInt(b []byte, k string, v int64) []byte {
+	return strconv.AppendInt(key(b, k), v, 10)
+}
+
+func keyBool(b []byte, k string, v bool) []byte {
+	return strconv.AppendBool(key(b, k), v)
+}
+
+// keyBytes writes a string field, and beside it k_b64 with the raw bytes
+// when they are not valid UTF-8, so nothing the kernel saw is lost.
+func keyBytes(b []byte, k string, v []byte) []byte {
+	b = appendJSONString(key(b, k), v)
+	if !utf8.Valid(v) {
+		b = appendBase64(key(b, k+"_b64"), v)
+	}
+	return b
+}
+
+func keyStr(b []byte, k, v string) []byte {
+	b = key(b, k)
+	b = append(b, '"')
+	b = append(b, v...) // callers pass names that need no escaping
+	return append(b, '"')
+}
+
+func appendNS(b []byte, k string, ns *event.NS) []byte {
+	b = key(b, k)
+	b = append(b, '{')
+	first := true
+	for t := event.NSType(0); t < event.NSCount; t++ {
+		if ns[t] == 0 {
+			continue // unknown: left out rather than a false 0
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, t.String()...)
+		b = append(b, '"', ':')
+		b = strconv.AppendUint(b, ns[t], 10)
+	}
+	return append(b, '}')
+}
+
+func appendNames(b []byte, k string, names []string) []byte {
+	b = key(b, k)
+	b = append(b, '[')
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, n...)
+		b = append(b, '"')
+	}
+	return append(b, ']')
+}
+
+// AppendJSON appends the JSON object for e, without a newline.
+func AppendJSON(b []byte, e *event.Event) []byte {
+	b = append(b, `{"event":"`...)
+	b = append(b, e.Kind.String()...)
+	b = append(b, `","time":"`...)
+	b = e.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if e.Kind == event.Lost {
+		b = keyUint(b, "count", e.Count)
+		return append(b, '}')
+	}
+	b = keyUint(b, "pid", uint64(e.PID))
+	b = keyUint(b, "tid", uint64(e.TID))
+	b = keyUint(b, "ppid", uint64(e.PPID))
+	b = keyUint(b, "nspid", uint64(e.NSPID))
+	b = keyUint(b, "uid", uint64(e.UID))
+	b = keyUint(b, "gid", uint64(e.GID))
+	b = keyBytes(b, "comm", e.Comm)
+	b = appendNS(b, "ns", &e.NS)
+	b = key(b, "cgroup")
+	b = appendJSONString(b, []byte(e.Cgroup))
+	b = keyUint(b, "cgroup_id", e.CgroupID)
+
+	switch e.Kind {
+	case event.Exec:
+		b = keyBytes(b, "filename", e.Filename)
+		if e.FilenameTruncated {
+			b = keyBool(b, "filename_truncated", true)
+		}
+		b = key(b, "args")
+		b = append(b, '[')
+		valid := true
+		for i, a := range e.Args {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, a)
+			valid = valid && utf8.Valid(a)
+		}
+		b = append(b, ']')
+		if !valid {
+			b = key(b, "args_b64")
+			b = append(b, '[')
+			for i, a := range e.Args {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendBase64(b, a)
+			}
+			b = append(b, ']')
+		}
+		b = keyBool(b, "args_truncated", e.ArgsTruncated)
+	case event.Fork, event.Clone:
+		b = keyUint(b, "child_pid", uint64(e.ChildPID))
+		b = keyUint(b, "child_nspid", uint64(e.ChildNSPID))
+		b = appendNS(b, "child_ns", &e.ChildNS)
+		b = appendNames(b, "new_ns", nsNames(e.NewNS()))
+		if e.Kind == event.Clone {
+			b = appendFlags(b, e.FlagsRaw, nsflag.Clone(e.FlagsRaw))
+			b = keyInt(b, "ret", e.Ret)
+		}
+	case event.Exit:
+		b = keyInt(b, "exit_code", int64(e.ExitCode))
+		b = keyInt(b, "signal", int64(e.Signal))
+		b = keyBool(b, "core_dumped", e.CoreDumped)
+		b = keyInt(b, "duration_ns", int64(e.Duration))
+	case event.Unshare:
+		b = appendFlags(b, e.FlagsRaw, nsflag.Clone(e.FlagsRaw))
+		b = appendResult(b, e)
+	case event.Setns:
+		b = keyInt(b, "fd", int64(e.FD))
+		b = appendNames(b, "nstype", nsflag.NSType(e.FlagsRaw))
+		b = keyUint(b, "nstype_raw", e.FlagsRaw)
+		if e.TargetNS != 0 {
+			b = keyUint(b, "target_ns", e.TargetNS)
+			b = keyStr(b, "target_type", nsflag.TypeName(e.TargetType))
+		}
+		if e.TargetPID != 0 {
+			b = keyUint(b, "target_pid", uint64(e.TargetPID))
+		}
+		b = appendResult(b, e)
+	}
+	return append(b, '}')
+}
+
+func appendFlags(b []byte, raw uint64, names []string) []byte {
+	b = appendNames(b, "flags", names)
+	return keyUint(b, "flags_raw", raw)
+}
+
+func appendResult(b []byte, e *event.Event) []byte {
+	b = keyInt(b, "ret", e.Ret)
+	if e.Ret < 0 {
+		b = keyStr(b, "errno", nsflag.Errno(e.Ret))
+	}
+	b = appendNS(b, "prev_ns", &e.PrevNS)
+	return appendNames(b, "new_ns", nsNames(e.NewNS()))
+}
+
+func nsNames(ts []event.NSType) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.String()
+	}
+	return out
+}

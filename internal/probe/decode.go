@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package probe
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/nstrace/nstrace/internal/event"
+)
+
+// Kernel record kinds and flags, from bpf/nstrace.h.
+const (
+	kindFork    = 1
+	kindExec    = 2
+	kindExit    = 3
+	kindClone   = 4
+	kindUnshare = 5
+	kindSetns   = 6
+
+	flagArgsTruncated     = 1 << 0
+	flagFilenameTruncated = 1 << 1
+	flagArgsUnreadable    = 1 << 2
+)
+
+// recordSize is the fixed part of every record; exec records carry the
+// filename and argv after it.
+const recordSize = int(unsafe.Sizeof(nstraceEvent{}))
+
+// Errors for samples that cannot be decoded.
+var (
+	ErrShortRecord = errors.New("short record")
+	ErrUnknownKind = errors.New("unknown record kind")
+)
+
+var kinds = [...]event.Kind{
+	kindFork:    event.Fork,
+	kindExec:    event.Exec,
+	kindExit:    event.Exit,
+	kindClone:   event.Clone,
+	kindUnshare: event.Unshare,
+	kindSetns:   event.Setns,
+}
+
+// Decoder turns raw ring buffer samples into events. It reuses its own
+// storage: an event it fills is valid until the next call.
+type Decoder struct {
+	// WallOffset converts the kernel's CLOCK_MONOTONIC stamps to wall time.
+	WallOffset time.Duration
+	args       [][]byte
+}
+
+// Decode fills e from raw. e's byte slices point into raw.
+func (d *Decoder) Decode(raw []byte, e *event.Event) error {
+	if len(raw) < recordSize {
+		return fmt.Errorf("%w: %d bytes, want at least %d", ErrShortRecord, len(raw), recordSize)
+	}
+	// The record is read with the host's byte order (binary.NativeEndian)
+	// and layout: bpf2go generated nstraceEvent from the same C definition.
+	// A copy through unsafe avoids a reflective decode per event.
+	var r nstraceEvent
+	r = *(*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+
+	if r.Kind == 0 || int(r.Kind) >= len(kinds) {
+		return fmt.Errorf("%w %d", ErrUnknownKind, r.Kind)
+	}
+	*e = event.Event{
+		Kind:     kinds[r.Kind],
+		Time:     time.Unix(0, int64(r.TsNs)+int64(d.WallOffset)),
+		PID:      r.Pid,
+		TID:      r.Tid,
+		PPID:     r.Ppid,
+		NSPID:    r.Nspid,
+		UID:      r.Uid,
+		GID:      r.Gid,
+		Comm:     cString(raw[unsafe.Offsetof(r.Comm):][:len(r.Comm)]),
+		CgroupID: r.CgroupId,
+		NS:       widen(&r.Ns),
+	}
+	switch e.Kind {
+	case event.Exec:
+		tail := raw[recordSize:]
+		fl, al := int(r.FilenameLen), int(r.ArgsLen)
+		if fl > len(tail) || al > len(tail)-fl {
+			return fmt.Errorf("%w: exec tail of %d bytes, header says %d+%d", ErrShortRecord, len(tail), fl, al)
+		}
+		e.Filename = tail[:fl]
+		e.FilenameTruncated = r.Flags&flagFilenameTruncated != 0
+		e.ArgsTruncated = r.Flags&(flagArgsTruncated|flagArgsUnreadable) != 0
+		d.args = splitArgs(d.args[:0], tail[fl:fl+al])
+		e.Args = d.args
+	case event.Fork, event.Clone:
+		e.ChildPID = r.ChildPid
+		e.ChildNSPID = r.ChildNspid
+		e.ChildNS = widen(&r.NsOther)
+		e.FlagsRaw = r.FlagsRaw
+		e.Ret = r.Ret
+	case event.Exit:
+		s := r.ExitStatus
+		e.ExitCode = int(s>>8) & 0xff
+		e.Signal = int(s & 0x7f)
+		e.CoreDumped = s&0x80 != 0
+		e.Duration = time.Duration(r.DurationNs)
+	case event.Unshare, event.Setns:
+		e.FlagsRaw = r.FlagsRaw
+		e.Ret = r.Ret
+		e.PrevNS = widen(&r.NsOther)
+		e.FD = r.Fd
+		e.TargetNS = uint64(r.TargetNs)
+		e.TargetType = uint64(r.TargetType)
+		e.TargetPID = r.TargetPid
+	}
+	return nil
+}
+
+// widen turns the kernel's 32-bit inode numbers into the 64-bit ones that
+// stat(2) reports.
+func widen(ns *[event.NSCount]uint32) event.NS {
+	var out event.NS
+	for i, v := range ns {
+		out[i] = uint64(v)
+	}
+	return out
+}
+
+func cString(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// splitArgs splits a NUL-separated argument vector as it lies in memory.
+// A vector cut short ends without a NUL; its last piece is kept.
+func splitArgs(dst [][]byte, b []byte) [][]byte {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			return append(dst, b)
+		}
+		dst = append(dst, b[:i])
+		b = b[i+1:]
+	}
+	return dst
+}

@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package probe
+
+// The BPF object is compiled for little-endian targets only; the programs
+// are arch-neutral (BTF-typed hooks), so one object serves amd64 and arm64.
+// Run through `make generate`, which pins the compiler and its flags.
+//go:generate go tool bpf2go -target bpfel -type event nstrace ../../bpf/nstrace.bpf.c
