@@ -7,6 +7,7 @@ GO ?= go
 CLANG ?= clang-14
 BPF_CFLAGS ?= -O2 -g -Wall -Werror
 BIN := nstrace
+GENERATED := 'internal/probe/nstrace_bpf*' 
 ARGS ?= -e exec
 
 export BPF2GO_CC := $(CLANG)
@@ -24,10 +25,9 @@ generate:
 
 # Regenerate the BPF objects and fail if they differ from the committed ones.
 check-generated: generate
-	@if [ -n "$$(git status --porcelain -- internal/probe bpf)" ]; then \
-		echo "generated BPF objects differ from the committed ones:"; \
-		git status --porcelain -- internal/probe bpf; \
-		git diff --stat -- internal/probe; \
+	@if [ -n "$$(git status --porcelain --untracked-files=all -- $(GENERATED))" ]; then \
+		echo "generated BPF objects differ from the committed ones (run make generate and commit):"; \
+		git status --porcelain --untracked-files=all -- $(GENERATED); \
 		exit 1; \
 	fi
 	@echo "generated BPF objects match bpf/ sources"

@@ -168,11 +168,18 @@ func AppendHuman(b []byte, e *event.Event, host *event.NS, allNS bool) []byte {
 		b = appendMoves(b, e)
 	}
 
-	// The process's own namespaces: those not the host's, or all.
+	// The process's own namespaces: those not the host's, or all; a move
+	// already shown above is not repeated.
+	var moved [event.NSCount]bool
+	if e.Kind == event.Setns || e.Kind == event.Unshare {
+		for _, t := range e.NewNS() {
+			moved[t] = true
+		}
+	}
 	first := true
 	for t := event.NSType(0); t < event.NSCount; t++ {
 		v := e.NS[t]
-		if v == 0 || (!allNS && v == host[t]) {
+		if v == 0 || moved[t] || (!allNS && v == host[t]) {
 			continue
 		}
 		if first {

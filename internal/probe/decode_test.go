@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package probe
+
+import (
+	"errors"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/nstrace/nstrace/internal/event"
+)
+
+// record lays out a kernel record the way the BPF side writes it.
+func record(r nstraceEvent, tail []byte) []byte {
+	b := make([]byte, recordSize+len(tail))
+	*(*nstraceEvent)(unsafe.Pointer(&b[0])) = r
+	copy(b[recordSize:], tail)
+	return b
+}
+
+func comm(s string) (c [16]int8) {
+	for i := 0; i < len(s) && i < 15; i++ {
+		c[i] = int8(s[i])
+	}
+	return c
+}
+
+func TestRecordSizeMatchesC(t *testing.T) {
+	// 5 u64, 18 u32, two arrays of 10 u32, comm[16]: bpf/nstrace.h.
+	if recordSize != 208 {
+		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out 208", recordSize)
+	}
+}
+
+func TestDecodeExec(t *testing.T) {
+	r := nstraceEvent{
+		TsNs: 5_000_000_000, Kind: kindExec, Pid: 42, Tid: 42, Ppid: 1, Nspid: 1,
+		Uid: 1000, Gid: 100, CgroupId: 77, Comm: comm("sh"),
+		FilenameLen: 7, ArgsLen: 14, Flags: flagArgsTruncated,
+	}
+	for i := range r.Ns {
+		r.Ns[i] = 4026531830 + uint32(i)
+	}
+	raw := record(r, []byte("/bin/sh"+"sh\x00-c\x00echo hi\x00"))
+	d := Decoder{WallOffset: time.Duration(1_700_000_000) * time.Second}
+	var e event.Event
+	if err := d.Decode(raw, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != event.Exec || e.PID != 42 || e.NSPID != 1 || e.UID != 1000 || e.GID != 100 || e.CgroupID != 77 {
+		t.Errorf("decoded %+v", e)
+	}
+	if string(e.Comm) != "sh" || string(e.Filename) != "/bin/sh" {
+		t.Errorf("comm %q filename %q", e.Comm, e.Filename)
+	}
+	want := []string{"sh", "-c", "echo hi"}
+	if len(e.Args) != len(want) {
+		t.Fatalf("args %q", e.Args)
+	}
+	for i := range want {
+		if string(e.Args[i]) != want[i] {
+			t.Errorf("arg %d %q, want %q", i, e.Args[i], want[i])
+		}
+	}
+	if !e.ArgsTruncated || e.FilenameTruncated {
+		t.Errorf("truncation flags %v %v", e.ArgsTruncated, e.FilenameTruncated)
+	}
+	if e.NS[event.NSUTS] != 4026531839 || e.NS[event.NSCgroup] != 4026531830 {
+		t.Errorf("ns %v", e.NS)
+	}
+	if got := e.Time.Unix(); got != 1_700_000_005 {
+		t.Errorf("time %v (unix %d)", e.Time, got)
+	}
+}
+
+func TestDecodeExit(t *testing.T) {
+	cases := []struct {
+		status    uint32
+		code, sig int
+		core      bool
+	}{
+		{7 << 8, 7, 0, false},
+		{9, 0, 9, false},
+		{11 | 0x80, 0, 11, true},
+		{0, 0, 0, false},
+	}
+	for _, c := range cases {
+		var e event.Event
+		var d Decoder
+		if err := d.Decode(record(nstraceEvent{Kind: kindExit, ExitStatus: c.status, DurationNs: 1500}, nil), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.ExitCode != c.code || e.Signal != c.sig || e.CoreDumped != c.core || e.Duration != 1500 {
+			t.Errorf("status %#x: code %d sig %d core %v", c.status, e.ExitCode, e.Signal, e.CoreDumped)
+		}
+	}
+}
+
+func TestDecodeForkAndSetns(t *testing.T) {
+	var d Decoder
+	var e event.Event
+	r := nstraceEvent{Kind: kindFork, Pid: 10, ChildPid: 11, ChildNspid: 1}
+	r.Ns[event.NSPid] = 100
+	r.NsOther[event.NSPid] = 200
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.ChildPID != 11 || e.ChildNSPID != 1 || e.ChildNS[event.NSPid] != 200 {
+		t.Errorf("fork %+v", e)
+	}
+	r = nstraceEvent{Kind: kindSetns, Fd: -1, Ret: -9, FlagsRaw: 0x40000000, TargetNs: 55, TargetType: 0x40000000}
+	r.NsOther[event.NSNet] = 1
+	r.Ns[event.NSNet] = 2
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.FD != -1 || e.Ret != -9 || e.TargetNS != 55 || e.PrevNS[event.NSNet] != 1 || e.NS[event.NSNet] != 2 {
+		t.Errorf("setns %+v", e)
+	}
+}
+
+func TestDecodeRejectsBadRecords(t *testing.T) {
+	var d Decoder
+	var e event.Event
+	if err := d.Decode(make([]byte, recordSize-1), &e); !errors.Is(err, ErrShortRecord) {
+		t.Errorf("short record: %v", err)
+	}
+	if err := d.Decode(record(nstraceEvent{Kind: 99}, nil), &e); !errors.Is(err, ErrUnknownKind) {
+		t.Errorf("unknown kind: %v", err)
+	}
+	// The header promises more tail than there is.
+	if err := d.Decode(record(nstraceEvent{Kind: kindExec, FilenameLen: 10, ArgsLen: 10}, []byte("short")), &e); !errors.Is(err, ErrShortRecord) {
+		t.Errorf("short tail: %v", err)
+	}
+	if err := d.Decode(record(nstraceEvent{Kind: kindExec, FilenameLen: 0xffffffff, ArgsLen: 2}, []byte("ab")), &e); !errors.Is(err, ErrShortRecord) {
+		t.Errorf("huge length: %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(record(nstraceEvent{Kind: kindExec, FilenameLen: 3, ArgsLen: 4}, []byte("/eea\x00b\x00")))
+	f.Add(record(nstraceEvent{Kind: kindExit, ExitStatus: 0x8b}, nil))
+	f.Add(record(nstraceEvent{Kind: kindSetns}, nil))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var d Decoder
+		var e event.Event
+		if err := d.Decode(raw, &e); err != nil {
+			return
+		}
+		// Whatever decodes must stay inside the sample.
+		n := len(e.Filename)
+		for _, a := range e.Args {
+			n += len(a)
+		}
+		if n > len(raw) {
+			t.Fatalf("decoded %d bytes of strings from a %d byte sample", n, len(raw))
+		}
+	})
+}

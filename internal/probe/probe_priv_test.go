@@ -1,0 +1,447 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package probe_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/nsinfo"
+	"github.com/nstrace/nstrace/internal/testutil"
+)
+
+const wait = 10 * time.Second
+
+// marker is a unique sleep duration: it names one test's process in a
+// host-wide feed.
+func marker() string { return fmt.Sprintf("%d.%06d", 1000+rand.IntN(1000), rand.IntN(1000000)) }
+
+func isExec(args ...string) func(*event.Event) bool {
+	return func(e *event.Event) bool {
+		if e.Kind != event.Exec || len(e.Args) != len(args) {
+			return false
+		}
+		for i, a := range args {
+			if string(e.Args[i]) != a {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func kindPID(k event.Kind, pid uint32) func(*event.Event) bool {
+	return func(e *event.Event) bool { return e.Kind == k && e.PID == pid }
+}
+
+func start(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %v: %v", cmd.Args, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+func procNS(t *testing.T, pid uint32) event.NS {
+	t.Helper()
+	ns, err := nsinfo.ReadNS(nsinfo.ProcRoot, strconv.Itoa(int(pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, v := range ns {
+		if v == 0 {
+			t.Fatalf("/proc/%d/ns/%s unreadable", pid, event.NSType(typ))
+		}
+	}
+	return ns
+}
+
+func assertNS(t *testing.T, what string, got, want event.NS) {
+	t.Helper()
+	for typ := event.NSType(0); typ < event.NSCount; typ++ {
+		if got[typ] != want[typ] {
+			t.Errorf("%s: ns %s = %d, /proc says %d", what, typ, got[typ], want[typ])
+		}
+	}
+}
+
+func TestPrivilegedAllProgramsLoad(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	// Every program of every kind, through the verifier and attached.
+	testutil.Collect(t, event.AllKinds())
+}
+
+func TestPrivilegedExecForkExitInNewNamespaces(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	m := marker()
+	cmd := start(t, exec.Command("unshare", "--fork", "--pid", "--mount-proc", "--net", "--uts", "--ipc", "--mount", "sleep", m))
+	upid := uint32(cmd.Process.Pid)
+
+	ex := c.Wait(t, 1, wait, isExec("sleep", m))[0]
+	sleepPID := ex.PID
+	want := procNS(t, sleepPID)
+	assertNS(t, "exec", ex.NS, want)
+	host := procNS(t, uint32(os.Getpid()))
+	for _, typ := range []event.NSType{event.NSPid, event.NSNet, event.NSUTS, event.NSIPC, event.NSMnt} {
+		if want[typ] == host[typ] {
+			t.Errorf("sleep shares the host's %s namespace; the test needs a fresh one", typ)
+		}
+	}
+	nspid, err := nsinfo.NSpid(nsinfo.ProcRoot, strconv.Itoa(int(sleepPID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.NSPID != nspid || nspid != 1 {
+		t.Errorf("exec nspid = %d, /proc NSpid = %d, want 1", ex.NSPID, nspid)
+	}
+	if ex.PPID != upid || ex.TID != sleepPID || string(ex.Comm) != "sleep" {
+		t.Errorf("exec pid/tid/ppid/comm = %d/%d/%d/%q, want %d/%d/%d/sleep", ex.PID, ex.TID, ex.PPID, ex.Comm, sleepPID, sleepPID, upid)
+	}
+	if !filepath.IsAbs(string(ex.Filename)) || filepath.Base(string(ex.Filename)) != "sleep" || ex.ArgsTruncated {
+		t.Errorf("exec filename %q truncated=%v", ex.Filename, ex.ArgsTruncated)
+	}
+	if ex.CgroupID == 0 {
+		t.Error("exec without a cgroup id")
+	}
+
+	// The unshare process forked the sleep into the new pid namespace.
+	fk := c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Fork && e.ChildPID == sleepPID })[0]
+	if fk.PID != upid || fk.ChildNSPID != 1 {
+		t.Errorf("fork pid=%d child_nspid=%d, want %d and 1", fk.PID, fk.ChildNSPID, upid)
+	}
+	assertNS(t, "fork child", fk.ChildNS, want)
+	if !slices.Contains(fk.NewNS(), event.NSPid) {
+		t.Errorf("fork new namespaces %v lack pid", fk.NewNS())
+	}
+
+	// Death by signal, reported once, with its lifetime.
+	if err := syscall.Kill(int(sleepPID), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ee := c.Wait(t, 1, wait, kindPID(event.Exit, sleepPID))
+	c.Settle()
+	if got := c.Wait(t, 1, 0, kindPID(event.Exit, sleepPID)); len(got) != 1 {
+		t.Errorf("%d exit events for one process", len(got))
+	}
+	if ee[0].Signal != int(syscall.SIGKILL) || ee[0].ExitCode != 0 || ee[0].Duration <= 0 || ee[0].NSPID != 1 {
+		t.Errorf("exit signal=%d code=%d duration=%v nspid=%d", ee[0].Signal, ee[0].ExitCode, ee[0].Duration, ee[0].NSPID)
+	}
+	assertNS(t, "exit", ee[0].NS, want)
+}
+
+func TestPrivilegedExitCodeAndForkPairs(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	m := marker()
+	cmd := exec.Command("sh", "-c", "/bin/echo "+m+" >/dev/null; exit 7")
+	err := cmd.Run()
+	if cmd.ProcessState.ExitCode() != 7 {
+		t.Fatalf("sh: %v", err)
+	}
+	shPID := uint32(cmd.Process.Pid)
+	ex := c.Wait(t, 1, wait, isExec("/bin/echo", m))[0]
+	fk := c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Fork && e.ChildPID == ex.PID })[0]
+	if fk.PID != shPID || ex.PPID != shPID || fk.ChildNSPID != ex.PID {
+		t.Errorf("fork %d→%d (nspid %d), exec ppid %d; want parent %d", fk.PID, fk.ChildPID, fk.ChildNSPID, ex.PPID, shPID)
+	}
+	if len(fk.NewNS()) != 0 {
+		t.Errorf("plain fork reports new namespaces %v", fk.NewNS())
+	}
+	ee := c.Wait(t, 1, wait, kindPID(event.Exit, shPID))[0]
+	if ee.ExitCode != 7 || ee.Signal != 0 || ee.CoreDumped {
+		t.Errorf("exit code %d signal %d core %v, want 7 0 false", ee.ExitCode, ee.Signal, ee.CoreDumped)
+	}
+	echoExit := c.Wait(t, 1, wait, kindPID(event.Exit, ex.PID))[0]
+	if echoExit.ExitCode != 0 || string(echoExit.Comm) != "echo" {
+		t.Errorf("echo exit %d comm %q", echoExit.ExitCode, echoExit.Comm)
+	}
+}
+
+func TestPrivilegedExecFromThread(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+	m := marker()
+	cmd := helperCmd("thread-exec", m)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	ex := c.Wait(t, 1, wait, isExec("true", m))[0]
+	if ex.PID != uint32(cmd.Process.Pid) || ex.TID != ex.PID {
+		t.Errorf("exec from a thread: pid %d tid %d, want %d for both", ex.PID, ex.TID, cmd.Process.Pid)
+	}
+	if string(ex.Filename) != "/bin/true" {
+		t.Errorf("filename %q", ex.Filename)
+	}
+}
+
+func TestPrivilegedFailedExecIsNotReported(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	bad := filepath.Join(t.TempDir(), "not-executable")
+	if err := os.WriteFile(bad, []byte("nothing"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := helperCmd("failed-exec", bad)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	pid := uint32(cmd.Process.Pid)
+	c.Wait(t, 1, wait, kindPID(event.Exit, pid))
+	c.Settle()
+	execs := c.Wait(t, 0, 0, kindPID(event.Exec, pid))
+	if len(execs) != 1 || string(execs[0].Filename) != os.Args[0] {
+		t.Errorf("want only the helper's own exec, got %d exec events", len(execs))
+	}
+	for _, e := range execs {
+		if string(e.Filename) == bad {
+			t.Errorf("a failed exec of %s was reported", bad)
+		}
+	}
+}
+
+func TestPrivilegedLongArgs(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+	m := marker()
+	// 300 arguments of 100 bytes: past any "first few words" limit.
+	args := []string{m}
+	for i := 0; i < 300; i++ {
+		args = append(args, fmt.Sprintf("%03d-%096d", i, i))
+	}
+	if err := exec.Command("/bin/true", args...).Run(); err != nil {
+		t.Fatal(err)
+	}
+	ex := c.Wait(t, 1, wait, func(e *event.Event) bool {
+		return e.Kind == event.Exec && len(e.Args) > 1 && string(e.Args[1]) == m
+	})[0]
+	if ex.ArgsTruncated || len(ex.Args) != len(args)+1 {
+		t.Fatalf("got %d args (truncated %v), want %d", len(ex.Args), ex.ArgsTruncated, len(args)+1)
+	}
+	for i, a := range args {
+		if string(ex.Args[i+1]) != a {
+			t.Fatalf("arg %d = %q, want %q", i+1, ex.Args[i+1], a)
+		}
+	}
+
+	// Past the bound: cut, and marked so.
+	huge := []string{m, string(make([]byte, 0)) + fmt.Sprintf("%040000d", 1)}
+	if err := exec.Command("/bin/true", huge...).Run(); err != nil {
+		t.Fatal(err)
+	}
+	ex = c.Wait(t, 2, wait, func(e *event.Event) bool {
+		return e.Kind == event.Exec && len(e.Args) > 1 && string(e.Args[1]) == m
+	})[1]
+	if !ex.ArgsTruncated {
+		t.Error("a 40 kB argument was not marked truncated")
+	}
+}
+
+func TestPrivilegedUnshare(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	host := procNS(t, uint32(os.Getpid()))
+	m := marker()
+	cmd := start(t, exec.Command("unshare", "-n", "-u", "sleep", m))
+	pid := uint32(cmd.Process.Pid)
+	c.Wait(t, 1, wait, isExec("sleep", m))
+	after := procNS(t, pid)
+
+	u := c.Wait(t, 1, wait, kindPID(event.Unshare, pid))[0]
+	if u.FlagsRaw != unix.CLONE_NEWNET|unix.CLONE_NEWUTS || u.Ret != 0 {
+		t.Errorf("unshare flags %#x ret %d", u.FlagsRaw, u.Ret)
+	}
+	assertNS(t, "unshare after", u.NS, after)
+	assertNS(t, "unshare before", u.PrevNS, host)
+	if got := u.NewNS(); !slices.Equal(got, []event.NSType{event.NSNet, event.NSUTS}) {
+		t.Errorf("new namespaces %v, want [net uts]", got)
+	}
+}
+
+func TestPrivilegedUnshareForkPid(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	m := marker()
+	cmd := start(t, exec.Command("unshare", "--fork", "--pid", "sleep", m))
+	pid := uint32(cmd.Process.Pid)
+	ex := c.Wait(t, 1, wait, isExec("sleep", m))[0]
+	child := procNS(t, ex.PID)
+
+	u := c.Wait(t, 1, wait, kindPID(event.Unshare, pid))[0]
+	if u.FlagsRaw != unix.CLONE_NEWPID || u.Ret != 0 {
+		t.Errorf("unshare flags %#x ret %d", u.FlagsRaw, u.Ret)
+	}
+	if got := u.NewNS(); !slices.Equal(got, []event.NSType{event.NSPidForChildren}) {
+		t.Errorf("unshare --pid changes %v, want [pid_for_children]", got)
+	}
+	if u.NS[event.NSPidForChildren] != child[event.NSPid] {
+		t.Errorf("pid_for_children %d, child's pid ns %d", u.NS[event.NSPidForChildren], child[event.NSPid])
+	}
+	fk := c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Fork && e.ChildPID == ex.PID })[0]
+	if fk.ChildNSPID != 1 || !slices.Equal(fk.NewNS(), []event.NSType{event.NSPid}) {
+		t.Errorf("fork child nspid %d new %v", fk.ChildNSPID, fk.NewNS())
+	}
+}
+
+// target starts a process in fresh namespaces to enter.
+func target(t *testing.T, c *testutil.Collector) (uint32, event.NS) {
+	t.Helper()
+	m := marker()
+	start(t, exec.Command("unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "sleep", m))
+	pid := c.Wait(t, 1, wait, isExec("sleep", m))[0].PID
+	return pid, procNS(t, pid)
+}
+
+func TestPrivilegedNsenter(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	tpid, tns := target(t, c)
+
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(int(tpid)), "-m", "-u", "-i", "-n", "-p", "true")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nsenter: %v: %s", err, out)
+	}
+	pid := uint32(cmd.Process.Pid)
+	evs := c.Wait(t, 5, wait, kindPID(event.Setns, pid))
+	seen := map[event.NSType]bool{}
+	for _, e := range evs {
+		if e.Ret != 0 {
+			t.Errorf("setns fd %d returned %d", e.FD, e.Ret)
+		}
+		typ, ok := nsTypeOfBit(e.TargetType)
+		if !ok {
+			t.Errorf("setns fd %d: target type %#x", e.FD, e.TargetType)
+			continue
+		}
+		seen[typ] = true
+		if e.FlagsRaw != 0 && e.FlagsRaw != e.TargetType {
+			t.Errorf("setns nstype %#x but target is %#x", e.FlagsRaw, e.TargetType)
+		}
+		if e.TargetNS != tns[typ] {
+			t.Errorf("setns %s: target_ns %d, /proc/%d/ns/%s is %d", typ, e.TargetNS, tpid, typ, tns[typ])
+		}
+		// Entering a pid namespace changes where children go.
+		after := typ
+		if typ == event.NSPid {
+			after = event.NSPidForChildren
+		}
+		if e.NS[after] != tns[typ] {
+			t.Errorf("after setns %s: %s is %d, want %d", typ, after, e.NS[after], tns[typ])
+		}
+	}
+	for _, typ := range []event.NSType{event.NSMnt, event.NSUTS, event.NSIPC, event.NSNet, event.NSPid} {
+		if !seen[typ] {
+			t.Errorf("no setns into %s", typ)
+		}
+	}
+}
+
+func nsTypeOfBit(bit uint64) (event.NSType, bool) {
+	m := map[uint64]event.NSType{
+		unix.CLONE_NEWCGROUP: event.NSCgroup, unix.CLONE_NEWIPC: event.NSIPC, unix.CLONE_NEWNS: event.NSMnt,
+		unix.CLONE_NEWNET: event.NSNet, unix.CLONE_NEWPID: event.NSPid, unix.CLONE_NEWTIME: event.NSTime,
+		unix.CLONE_NEWUSER: event.NSUser, unix.CLONE_NEWUTS: event.NSUTS,
+	}
+	typ, ok := m[bit]
+	return typ, ok
+}
+
+func TestPrivilegedSetnsPidfd(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Setns).Add(event.Exec))
+	tpid, tns := target(t, c)
+	flags := unix.CLONE_NEWNET | unix.CLONE_NEWUTS
+	cmd := helperCmd("setns", "pidfd", strconv.Itoa(int(tpid)), strconv.Itoa(flags))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v: %s", err, out)
+	}
+	e := c.Wait(t, 1, wait, kindPID(event.Setns, uint32(cmd.Process.Pid)))[0]
+	if e.TargetPID != tpid || e.FlagsRaw != uint64(flags) || e.Ret != 0 || e.TargetNS != 0 {
+		t.Errorf("pidfd setns: target_pid %d nstype %#x ret %d target_ns %d", e.TargetPID, e.FlagsRaw, e.Ret, e.TargetNS)
+	}
+	if e.NS[event.NSNet] != tns[event.NSNet] || e.NS[event.NSUTS] != tns[event.NSUTS] {
+		t.Errorf("after pidfd setns: net %d uts %d, want %d %d", e.NS[event.NSNet], e.NS[event.NSUTS], tns[event.NSNet], tns[event.NSUTS])
+	}
+	if got := e.NewNS(); !slices.Equal(got, []event.NSType{event.NSNet, event.NSUTS}) {
+		t.Errorf("moved in %v, want [net uts]", got)
+	}
+}
+
+func TestPrivilegedSetnsBadFD(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Setns))
+	cmd := helperCmd("setns", "fd", "9999", "0")
+	_ = cmd.Run()
+	e := c.Wait(t, 1, wait, kindPID(event.Setns, uint32(cmd.Process.Pid)))[0]
+	if e.Ret != -int64(unix.EBADF) || e.FD != 9999 || e.FlagsRaw != 0 || len(e.NewNS()) != 0 {
+		t.Errorf("bad fd setns: ret %d fd %d nstype %#x moved %v", e.Ret, e.FD, e.FlagsRaw, e.NewNS())
+	}
+}
+
+func TestPrivilegedIPNetns(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatal("ip (iproute2) is needed")
+	}
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Setns).Add(event.Exec))
+	name := fmt.Sprintf("nstrace-test-%d", rand.IntN(1_000_000))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", name, "true")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ip netns exec: %v: %s", err, out)
+	}
+	e := c.Wait(t, 1, wait, kindPID(event.Setns, uint32(cmd.Process.Pid)))[0]
+	if e.TargetNS != st.Ino || e.TargetType != unix.CLONE_NEWNET || e.Ret != 0 || e.NS[event.NSNet] != st.Ino {
+		t.Errorf("ip netns exec: target %d type %#x ret %d net after %d; bind mount inode %d", e.TargetNS, e.TargetType, e.Ret, e.NS[event.NSNet], st.Ino)
+	}
+}
+
+func TestPrivilegedCloneWithNamespaces(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	m := marker()
+	cmd := exec.Command("sleep", m)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUTS | unix.CLONE_NEWNET}
+	start(t, cmd)
+	child := uint32(cmd.Process.Pid)
+	c.Wait(t, 1, wait, isExec("sleep", m))
+	want := procNS(t, child)
+
+	cl := c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Clone && e.ChildPID == child })[0]
+	if cl.PID != uint32(os.Getpid()) || cl.FlagsRaw&(unix.CLONE_NEWUTS|unix.CLONE_NEWNET) != unix.CLONE_NEWUTS|unix.CLONE_NEWNET {
+		t.Errorf("clone pid %d flags %#x", cl.PID, cl.FlagsRaw)
+	}
+	assertNS(t, "clone child", cl.ChildNS, want)
+	if got := cl.NewNS(); !slices.Equal(got, []event.NSType{event.NSNet, event.NSUTS}) {
+		t.Errorf("clone new namespaces %v", got)
+	}
+	c.Settle()
+	births := c.Wait(t, 0, 0, func(e *event.Event) bool {
+		return (e.Kind == event.Fork || e.Kind == event.Clone) && e.ChildPID == child
+	})
+	if len(births) != 1 {
+		t.Errorf("child %d born %d times in the feed", child, len(births))
+	}
+}

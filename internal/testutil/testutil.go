@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package testutil holds helpers for nstrace's privileged tests: the gate
+// that keeps them from passing by skipping, and a collector of live events.
+package testutil
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/probe"
+)
+
+// PrivilegedEnv opts in to the privileged tests; `make test` sets it as root.
+const PrivilegedEnv = "NSTRACE_PRIVILEGED_TESTS"
+
+// RequirePrivileged skips t unless privileged tests were asked for, and
+// fails it if they were asked for but cannot run: so a run that opted in
+// never passes by skipping.
+func RequirePrivileged(t testing.TB) {
+	t.Helper()
+	if os.Getenv(PrivilegedEnv) != "1" {
+		t.Skipf("privileged test: run as root with %s=1 (make test does)", PrivilegedEnv)
+	}
+	if os.Geteuid() != 0 {
+		t.Fatalf("%s=1 but not running as root", PrivilegedEnv)
+	}
+}
+
+// Collector reads events from a live probe in the background.
+type Collector struct {
+	p    *probe.Probe
+	mu   sync.Mutex
+	evs  []*event.Event
+	done chan struct{}
+	err  error
+}
+
+// Collect opens a probe for kinds and starts reading. It is closed when
+// the test ends.
+func Collect(t testing.TB, kinds event.KindSet) *Collector {
+	t.Helper()
+	return CollectWith(t, probe.Options{Kinds: kinds})
+}
+
+// CollectWith is Collect with full options.
+func CollectWith(t testing.TB, opts probe.Options) *Collector {
+	t.Helper()
+	p, err := probe.Open(opts)
+	if err != nil {
+		t.Fatalf("opening probe: %v", err)
+	}
+	c := &Collector{p: p, done: make(chan struct{})}
+	go c.loop()
+	t.Cleanup(func() {
+		_ = p.Interrupt()
+		<-c.done
+		_ = p.Close()
+	})
+	return c
+}
+
+func (c *Collector) loop() {
+	defer close(c.done)
+	var e event.Event
+	for {
+		c.p.SetDeadline(time.Now().Add(probe.PollInterval))
+		err := c.p.Read(&e)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+			return
+		}
+		c.mu.Lock()
+		c.evs = append(c.evs, e.Clone())
+		c.mu.Unlock()
+	}
+}
+
+// Lost returns the kernel's count of events it could not queue.
+func (c *Collector) Lost() uint64 {
+	n, _ := c.p.Lost()
+	return n
+}
+
+// Events returns a snapshot of what has arrived so far.
+func (c *Collector) Events() []*event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*event.Event(nil), c.evs...)
+}
+
+// Wait returns the events matching match once there are at least n of
+// them, or fails t after timeout.
+func (c *Collector) Wait(t testing.TB, n int, timeout time.Duration, match func(*event.Event) bool) []*event.Event {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var out []*event.Event
+		for _, e := range c.Events() {
+			if match(e) {
+				out = append(out, e)
+			}
+		}
+		if len(out) >= n {
+			return out
+		}
+		c.mu.Lock()
+		err := c.err
+		c.mu.Unlock()
+		if err != nil {
+			t.Fatalf("reading events: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %d matching events, have %d", timeout, n, len(out))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Settle waits long enough for every queued event to be read.
+func (c *Collector) Settle() { time.Sleep(3 * probe.PollInterval) }
