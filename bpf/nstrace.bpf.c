@@ -20,7 +20,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Load-time options, set by the Go loader before the programs load. */
 const volatile __u32 nst_want_fork = 1;
+const volatile __u32 nst_want_exec = 1;
+const volatile __u32 nst_want_exit = 1;
 const volatile __u32 nst_want_clone = 0;
+/* Only processes in the traced map ... */
+const volatile __u32 nst_filter_pids = 0;
+/* ... and their children, added as they are born. */
+const volatile __u32 nst_follow = 0;
+/* Only processes with a namespace in the ns_filter map. */
+const volatile __u32 nst_filter_ns = 0;
 /* Wake the reader only once this much is queued; 0 wakes on every event. */
 const volatile __u32 nst_wakeup_bytes = 0;
 
@@ -57,7 +65,26 @@ struct {
 	__type(value, struct exec_buf);
 } exec_heap SEC(".maps");
 
-/* clone flags of an in-flight kernel_clone() that creates namespaces. */
+/* Processes to report (thread group ids), when nst_filter_pids is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced SEC(".maps");
+
+/*
+ * Namespaces to report, when nst_filter_ns is set: inode to a mask of the
+ * types (bit i for enum nst_ns index i) under which it counts.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} ns_filter SEC(".maps");
+
+/* clone flags of an in-flight clone that creates namespaces. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -97,21 +124,27 @@ static __always_inline void emit(void *data, __u64 size)
 		count_lost();
 }
 
-static __always_inline struct event *reserve(void)
+static __always_inline bool pid_traced(__u32 tgid)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-
-	if (!e) {
-		count_lost();
-		return NULL;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	return e;
+	return !nst_filter_pids || bpf_map_lookup_elem(&traced, &tgid);
 }
 
-static __always_inline void submit(struct event *e)
+static __always_inline bool ns_match(const __u32 *ns)
 {
-	bpf_ringbuf_submit(e, wakeup_flags());
+	__u32 *mask;
+
+	for (int i = 0; i < NST_NS_COUNT; i++) {
+		mask = bpf_map_lookup_elem(&ns_filter, &ns[i]);
+		if (mask && (*mask & (1 << i)))
+			return true;
+	}
+	return false;
+}
+
+/* Does the namespace filter pass e (its own namespaces, or the other set)? */
+static __always_inline bool ns_wanted(const struct event *e)
+{
+	return !nst_filter_ns || ns_match(e->ns) || ns_match(e->ns_other);
 }
 
 /* The pid of p in its own (innermost) pid namespace, and that namespace. */
@@ -173,12 +206,26 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 ptgid, ctgid;
 	__u64 flags = 0, *f;
-	struct event *e;
+	struct event e = {};
+	__u8 one = 1;
 
 	/* A new thread is not a new process. */
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	ctgid = BPF_CORE_READ(child, tgid);
+	if (BPF_CORE_READ(child, pid) != ctgid)
 		return 0;
+	if (nst_filter_pids) {
+		ptgid = BPF_CORE_READ(parent, tgid);
+		if (!bpf_map_lookup_elem(&traced, &ptgid))
+			return 0;
+		/*
+		 * The child is not running yet (wake_up_new_task comes after
+		 * this tracepoint), so it cannot escape before it is added.
+		 */
+		if (nst_follow && bpf_map_update_elem(&traced, &ctgid, &one, BPF_ANY))
+			count_lost();
+	}
 	if (nst_want_clone) {
 		f = bpf_map_lookup_elem(&clone_flags, &tid);
 		if (f)
@@ -187,17 +234,15 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	if (!flags && !nst_want_fork)
 		return 0;
 
-	e = reserve();
-	if (!e)
-		return 0;
-	fill_task(e, parent);
-	e->kind = flags ? NST_EV_CLONE : NST_EV_FORK;
-	e->flags_raw = flags;
-	e->child_pid = BPF_CORE_READ(child, tgid);
-	e->child_nspid = task_nspid(child);
-	e->ret = e->child_pid;
-	read_ns(child, e->ns_other);
-	submit(e);
+	fill_task(&e, parent);
+	e.kind = flags ? NST_EV_CLONE : NST_EV_FORK;
+	e.flags_raw = flags;
+	e.child_pid = ctgid;
+	e.child_nspid = task_nspid(child);
+	e.ret = ctgid;
+	read_ns(child, e.ns_other);
+	if (ns_wanted(&e))
+		emit(&e, sizeof(e));
 	return 0;
 }
 
@@ -211,6 +256,8 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	struct event *e;
 	long n;
 
+	if (!nst_want_exec || !pid_traced(BPF_CORE_READ(p, tgid)))
+		return 0;
 	b = bpf_map_lookup_elem(&exec_heap, &cpu);
 	if (!b)
 		return 0;
@@ -218,6 +265,8 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	__builtin_memset(e, 0, sizeof(*e));
 	fill_task(e, p);
 	e->kind = NST_EV_EXEC;
+	if (!ns_wanted(e))
+		return 0;
 
 	n = bpf_probe_read_kernel_str(b->data, NST_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
 	if (n <= 0)
@@ -258,25 +307,31 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(nst_exit, struct task_struct *p)
 {
 	struct signal_struct *sig = BPF_CORE_READ(p, signal);
+	__u32 tgid = BPF_CORE_READ(p, tgid);
 	struct task_struct *leader;
-	struct event *e;
+	struct event e = {};
 
 	/* One event per process: the last thread out reports it. */
 	if (BPF_CORE_READ(sig, live.counter) != 0)
 		return 0;
-
-	e = reserve();
-	if (!e)
+	if (nst_filter_pids) {
+		if (!bpf_map_lookup_elem(&traced, &tgid))
+			return 0;
+		bpf_map_delete_elem(&traced, &tgid);
+	}
+	if (!nst_want_exit)
 		return 0;
-	fill_task(e, p);
-	e->kind = NST_EV_EXIT;
+
+	fill_task(&e, p);
+	e.kind = NST_EV_EXIT;
 	leader = BPF_CORE_READ(p, group_leader);
-	e->duration_ns = e->ts_ns - BPF_CORE_READ(leader, start_time);
+	e.duration_ns = e.ts_ns - BPF_CORE_READ(leader, start_time);
 	if (BPF_CORE_READ(sig, flags) & SIGNAL_GROUP_EXIT)
-		e->exit_status = BPF_CORE_READ(sig, group_exit_code);
+		e.exit_status = BPF_CORE_READ(sig, group_exit_code);
 	else
-		e->exit_status = BPF_CORE_READ(p, exit_code);
-	submit(e);
+		e.exit_status = BPF_CORE_READ(p, exit_code);
+	if (ns_wanted(&e))
+		emit(&e, sizeof(e));
 	return 0;
 }
 
@@ -319,9 +374,12 @@ static __always_inline long syscall_nr(struct pt_regs *regs)
 
 static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
 	struct event e = {};
 
+	if (!pid_traced(id >> 32))
+		return;
 	e.kind = kind;
 	e.flags_raw = flags_raw;
 	e.fd = fd;
@@ -338,7 +396,8 @@ static __always_inline void pending_finish(long ret)
 		return;
 	fill_task(e, bpf_get_current_task_btf());
 	e->ret = ret;
-	emit(e, sizeof(*e));
+	if (ns_wanted(e))
+		emit(e, sizeof(*e));
 	bpf_map_delete_elem(&pending, &tid);
 }
 
@@ -402,9 +461,10 @@ static __always_inline void setns_enter(int fd, int nstype)
  */
 static __always_inline void clone_enter(__u64 flags)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
 
-	if (!(flags & NST_CLONE_NEW_MASK) || (flags & CLONE_THREAD))
+	if (!(flags & NST_CLONE_NEW_MASK) || (flags & CLONE_THREAD) || !pid_traced(id >> 32))
 		return;
 	bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY);
 }
@@ -413,20 +473,18 @@ static __always_inline void clone_exit(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 *flags = bpf_map_lookup_elem(&clone_flags, &tid);
-	struct event *e;
+	struct event e = {};
 
 	if (!flags)
 		return;
 	/* A failed clone has no fork to report it: do it here. */
 	if (ret < 0) {
-		e = reserve();
-		if (e) {
-			fill_task(e, bpf_get_current_task_btf());
-			e->kind = NST_EV_CLONE;
-			e->flags_raw = *flags;
-			e->ret = ret;
-			submit(e);
-		}
+		fill_task(&e, bpf_get_current_task_btf());
+		e.kind = NST_EV_CLONE;
+		e.flags_raw = *flags;
+		e.ret = ret;
+		if (ns_wanted(&e))
+			emit(&e, sizeof(e));
 	}
 	bpf_map_delete_elem(&clone_flags, &tid);
 }

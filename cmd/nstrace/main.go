@@ -30,6 +30,17 @@ type options struct {
 	bufferSize int
 	debug      bool
 	readyFD    int
+	output     string
+
+	// Scope.
+	pids       []uint32
+	follow     bool
+	ns         []nsSpec
+	containers []string
+	comms      []string
+	host       bool
+	noHost     bool
+	command    []string
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -40,10 +51,11 @@ func (u usageError) Unwrap() error { return u.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
-const usageHead = `Usage: nstrace [flags]
+const usageHead = `Usage: nstrace [flags] [-- COMMAND [ARG...]]
 
 Show process fork, exec and exit, and namespace changes (clone, unshare,
-setns), live, each with the process's namespaces.
+setns), live, each with the process's namespaces. With a COMMAND, run it
+and show only it and its descendants; exit with its status.
 
 Flags:
 `
@@ -57,7 +69,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	setns := fs.Bool("setns", false, "show setns calls (adds setns to -e)")
 	unshare := fs.Bool("unshare", false, "show unshare calls (adds unshare to -e)")
 	fs.BoolVar(&o.nsChanges, "ns-changes", false, "only events that move a process into other namespaces")
+	pids := fs.StringSliceP("pid", "p", nil, "only these processes (PID[,PID...])")
+	fs.BoolVarP(&o.follow, "follow", "f", false, "with --pid: also their descendants born from now on")
+	nsList := fs.StringArray("ns", nil, "only processes in this namespace: INODE, TYPE:INODE, pid:PID or TYPE:pid:PID (repeatable)")
+	fs.StringArrayVar(&o.containers, "container", nil, "only processes of this container: id, id prefix or runc name (repeatable)")
+	fs.StringArrayVar(&o.comms, "comm", nil, "only processes with this command name (repeatable)")
+	fs.BoolVar(&o.host, "host", false, "only processes in the host's namespaces (nstrace's own)")
+	fs.BoolVar(&o.noHost, "no-host", false, "only processes in some namespace other than the host's")
 	fs.BoolVar(&o.json, "json", false, "one JSON object per line")
+	fs.StringVarP(&o.output, "output", "o", "", "write the feed to this file instead of stdout")
 	fs.BoolVar(&o.allNS, "all-ns", false, "show every namespace, not only those that differ from the host's")
 	bufSize := fs.String("buffer-size", strconv.Itoa(probe.DefaultBufferSize>>20)+"M", "ring buffer size (power of two; K, M, G suffixes)")
 	fs.BoolVar(&o.debug, "debug", false, "print the full verifier log if the programs are rejected")
@@ -72,8 +92,39 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprint(stderr, usageHead, fs.FlagUsages())
 		return o, errHelp
 	}
-	if fs.NArg() > 0 {
-		return o, usagef("unexpected argument %q", fs.Arg(0))
+	if dash := fs.ArgsLenAtDash(); dash >= 0 {
+		if dash > 0 {
+			return o, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
+		}
+		o.command = fs.Args()
+		if len(o.command) == 0 {
+			return o, usagef("no command after --")
+		}
+	} else if fs.NArg() > 0 {
+		return o, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
+	}
+	for _, p := range *pids {
+		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 32)
+		if err != nil || n == 0 || n > maxPID {
+			return o, usagef("--pid: %q is not a process id", p)
+		}
+		o.pids = append(o.pids, uint32(n))
+	}
+	if o.follow && len(o.pids) == 0 {
+		return o, usagef("--follow needs --pid")
+	}
+	if len(o.pids) > 0 && len(o.command) > 0 {
+		return o, usagef("--pid and a command do not go together")
+	}
+	if o.host && o.noHost {
+		return o, usagef("--host and --no-host do not go together")
+	}
+	for _, spec := range *nsList {
+		n, err := parseNSSpec(spec)
+		if err != nil {
+			return o, usagef("--ns: %v", err)
+		}
+		o.ns = append(o.ns, n)
 	}
 	var err error
 	if fs.Changed("events") || !(*setns || *unshare) {
@@ -126,6 +177,9 @@ func main() {
 }
 
 func mainExit(args []string, stdout, stderr io.Writer) int {
+	if os.Getenv(gateEnv) == "1" {
+		return gate(args)
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, errHelp) {
 		return 0
@@ -140,9 +194,10 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	// than killing nstrace before it detaches.
 	signal.Ignore(syscall.SIGPIPE)
 
-	if err := run(ctx, opts, stdout, stderr); err != nil {
+	code, err := run(ctx, opts, stdout, stderr)
+	if err != nil {
 		fmt.Fprintf(stderr, "nstrace: %v\n", err)
 		return 1
 	}
-	return 0
+	return code
 }

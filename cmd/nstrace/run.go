@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/nsinfo"
 	"github.com/nstrace/nstrace/internal/output"
@@ -28,21 +30,52 @@ type writer interface {
 // lostCheckEvery bounds how long a loss goes unreported under load.
 const lostCheckEvery = 100 * time.Millisecond
 
-func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
-	p, err := probe.Open(probe.Options{
+// run traces until a signal, a closed output, or the end of COMMAND, and
+// returns the exit status.
+func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, error) {
+	// Namespaces nstrace itself is in: the host's, as far as it can tell.
+	host, _ := nsinfo.ReadNS(nsinfo.ProcRoot, "self")
+
+	popts := probe.Options{
 		Kinds:      opts.kinds,
 		BufferSize: opts.bufferSize,
 		Debug:      opts.debug,
-	})
+	}
+	if len(opts.pids) > 0 {
+		for _, pid := range opts.pids {
+			if _, err := os.Stat("/proc/" + strconv.Itoa(int(pid))); err != nil {
+				return 0, fmt.Errorf("--pid %d: no such process", pid)
+			}
+		}
+		popts.FilterPIDs, popts.PIDs, popts.Follow = true, opts.pids, opts.follow
+	}
+	if len(opts.command) > 0 {
+		popts.FilterPIDs, popts.Follow = true, true
+	}
+	var err error
+	if popts.NS, err = nsFilter(opts, host); err != nil {
+		return 0, err
+	}
+	filter := userFilter{comms: opts.comms, host: host, onlyHost: opts.host, notHost: opts.noHost, nsChanges: opts.nsChanges}
+
+	p, err := probe.Open(popts)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer p.Close()
 
-	// Namespaces nstrace itself is in: the host's, as far as it can tell.
-	host, _ := nsinfo.ReadNS(nsinfo.ProcRoot, "self")
+	if opts.output != "" {
+		f, err := os.Create(opts.output)
+		if err != nil {
+			return 0, fmt.Errorf("opening the output: %w", err)
+		}
+		defer f.Close()
+		stdout = f
+	}
+
 	cgroups := nsinfo.NewCgroups("")
 	defer cgroups.Close()
+	containers := container.NewRegistry(nsinfo.ProcRoot, container.RuncRoots, host[event.NSPid])
 
 	bw := bufio.NewWriterSize(stdout, 64<<10)
 	var w writer
@@ -50,13 +83,32 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		w = output.NewJSON(bw)
 	} else {
 		h := output.NewHuman(bw, host, opts.allNS)
+		if containers.Any() || len(opts.containers) > 0 {
+			h.ShowContainers()
+		}
 		if err := h.WriteHeader(); err != nil {
-			return quiet(err)
+			return 0, quiet(err)
 		}
 		w = h
 	}
 	if err := bw.Flush(); err != nil {
-		return quiet(err)
+		return 0, quiet(err)
+	}
+
+	var cmd *command
+	var cmdDone <-chan int
+	if len(opts.command) > 0 {
+		if cmd, err = startCommand(opts.command); err != nil {
+			return 0, err
+		}
+		defer cmd.abort()
+		if err := p.Trace(uint32(cmd.pid)); err != nil {
+			return 0, err
+		}
+		if err := cmd.start(); err != nil {
+			return 0, fmt.Errorf("starting %s: %w", opts.command[0], err)
+		}
+		cmdDone = cmd.done
 	}
 
 	if opts.readyFD >= 0 {
@@ -65,11 +117,16 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		f.Close()
 	}
 
+	// A signal interrupts the read. With a command, the command gets the
+	// signal first (it shares the terminal's) and nstrace waits for it;
+	// a second signal stops nstrace at once.
+	interrupted := make(chan struct{})
 	stopped := make(chan struct{})
 	defer close(stopped)
 	go func() {
 		select {
 		case <-ctx.Done():
+			close(interrupted)
 			_ = p.Interrupt()
 		case <-stopped:
 		}
@@ -79,6 +136,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		e           event.Event
 		seen, lost  uint64
 		badRecords  uint64
+		exitCode    = -1
 		nextLostChk = time.Now().Add(lostCheckEvery)
 	)
 	report := func() {
@@ -96,54 +154,67 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 		lost += n
 		return w.Write(&event.Event{Kind: event.Lost, Time: time.Now(), Count: n})
 	}
+	flush := func() error {
+		if err := checkLost(); err != nil {
+			return err
+		}
+		nextLostChk = time.Now().Add(lostCheckEvery)
+		return bw.Flush()
+	}
 
 	for {
+		select {
+		case code := <-cmdDone:
+			// Everything the tree did is queued by now: drain, then end.
+			exitCode, cmdDone = code, nil
+		default:
+		}
 		p.SetDeadline(time.Now().Add(probe.PollInterval))
 		err := p.Read(&e)
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if err := checkLost(); err != nil {
-				return quiet(err)
+			if err := flush(); err != nil {
+				return 0, quiet(err)
 			}
-			if err := bw.Flush(); err != nil {
-				return quiet(err)
+			if exitCode >= 0 && p.Pending() == 0 {
+				report()
+				return exitCode, nil
 			}
-			nextLostChk = time.Now().Add(lostCheckEvery)
+			if outputGone(stdout) {
+				return 0, nil
+			}
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			// Interrupted by a signal: the last losses, the summary, done.
-			if err := checkLost(); err != nil {
-				return quiet(err)
-			}
-			if err := bw.Flush(); err != nil {
-				return quiet(err)
+			if err := flush(); err != nil {
+				return 0, quiet(err)
 			}
 			report()
-			return nil
+			if exitCode < 0 {
+				exitCode = 0
+			}
+			return exitCode, nil
 		case errors.Is(err, probe.ErrShortRecord), errors.Is(err, probe.ErrUnknownKind):
 			badRecords++
 			continue
 		default:
-			return fmt.Errorf("reading events: %w", err)
+			return 0, fmt.Errorf("reading events: %w", err)
 		}
 
-		if opts.nsChanges && len(e.NewNS()) == 0 {
+		e.Cgroup = cgroups.Path(e.CgroupID)
+		e.Container = containers.Lookup(e.Cgroup, e.NS[event.NSPid])
+		if !filter.pass(&e) {
 			continue
 		}
 		seen++
-		e.Cgroup = cgroups.Path(e.CgroupID)
 		if err := w.Write(&e); err != nil {
-			return quiet(err)
+			return 0, quiet(err)
 		}
 		if p.Pending() == 0 || time.Now().After(nextLostChk) {
-			if err := checkLost(); err != nil {
-				return quiet(err)
+			if err := flush(); err != nil {
+				return 0, quiet(err)
 			}
-			if err := bw.Flush(); err != nil {
-				return quiet(err)
-			}
-			nextLostChk = time.Now().Add(lostCheckEvery)
 		}
 	}
 }

@@ -160,9 +160,10 @@ type Event struct {
 	GID   uint32
 	Comm  []byte
 
-	NS       NS
-	CgroupID uint64
-	Cgroup   string
+	NS        NS
+	CgroupID  uint64
+	Cgroup    string
+	Container *Container // nil outside containers
 
 	// exec
 	Filename          []byte
@@ -195,6 +196,26 @@ type Event struct {
 
 	// lost
 	Count uint64
+}
+
+// Container names the container a process runs in.
+type Container struct {
+	ID      string
+	Name    string // a short name where known (runc's container id)
+	Runtime string // docker, containerd, cri-o, podman, runc, kubernetes
+	PodUID  string // Kubernetes pod, if any
+}
+
+// Short is how the human view names the container: its name, or the first
+// 12 characters of its id.
+func (c *Container) Short() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	if len(c.ID) > 12 {
+		return c.ID[:12]
+	}
+	return c.ID
 }
 
 // Clone returns a copy of e that shares no memory with the reader.

@@ -16,11 +16,12 @@ import (
 
 // Human writes one aligned line per event, in the spirit of forkstat.
 type Human struct {
-	w      io.Writer
-	buf    []byte
-	host   event.NS
-	allNS  bool
-	header bool
+	w          io.Writer
+	buf        []byte
+	host       event.NS
+	allNS      bool
+	header     bool
+	containers bool
 }
 
 // NewHuman returns a writer to w. Namespaces equal to host's are left out
@@ -29,8 +30,27 @@ func NewHuman(w io.Writer, host event.NS, allNS bool) *Human {
 	return &Human{w: w, buf: make([]byte, 0, 4096), host: host, allNS: allNS}
 }
 
-// Header is the column header line.
-const Header = "TIME            EVENT       PID   NSPID    PPID COMM             INFO"
+// Header is the column header line; HeaderContainers has the container
+// column, shown once any event comes from a container.
+const (
+	Header           = "TIME            EVENT       PID   NSPID    PPID COMM             INFO"
+	HeaderContainers = "TIME            EVENT       PID   NSPID    PPID CONTAINER    COMM             INFO"
+)
+
+// ShowContainers turns the container column on from the next line.
+func (h *Human) ShowContainers() {
+	if !h.containers {
+		h.containers = true
+		h.header = false
+	}
+}
+
+func (h *Human) headerLine() string {
+	if h.containers {
+		return HeaderContainers
+	}
+	return Header
+}
 
 func pad(b []byte, s []byte, width int, right bool) []byte {
 	n := width - len(s)
@@ -55,12 +75,15 @@ func padUint(b []byte, v uint32, width int) []byte {
 // Write writes e as one line, preceded by the header on the first call.
 func (h *Human) Write(e *event.Event) error {
 	b := h.buf[:0]
+	if e.Container != nil && !h.containers {
+		h.ShowContainers()
+	}
 	if !h.header {
-		b = append(b, Header...)
+		b = append(b, h.headerLine()...)
 		b = append(b, '\n')
 		h.header = true
 	}
-	b = AppendHuman(b, e, &h.host, h.allNS)
+	b = appendLine(b, e, &h.host, h.allNS, h.containers)
 	b = append(b, '\n')
 	h.buf = b
 	_, err := h.w.Write(b)
@@ -69,6 +92,10 @@ func (h *Human) Write(e *event.Event) error {
 
 // AppendHuman appends the line for e, without a newline.
 func AppendHuman(b []byte, e *event.Event, host *event.NS, allNS bool) []byte {
+	return appendLine(b, e, host, allNS, e.Container != nil)
+}
+
+func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool) []byte {
 	b = e.Time.AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
 	if e.Kind == event.Lost {
@@ -81,6 +108,18 @@ func AppendHuman(b []byte, e *event.Event, host *event.NS, allNS bool) []byte {
 	b = padUint(b, e.NSPID, 8)
 	b = padUint(b, e.PPID, 8)
 	b = append(b, ' ')
+	if containers {
+		name := "-"
+		if e.Container != nil {
+			name = e.Container.Short()
+		}
+		start := len(b)
+		b = appendHuman(b, []byte(name))
+		for n := len(b) - start; n < 12; n++ {
+			b = append(b, ' ')
+		}
+		b = append(b, ' ')
+	}
 	start := len(b)
 	b = appendHuman(b, e.Comm)
 	for n := len(b) - start; n < 16; n++ {
@@ -248,6 +287,6 @@ func (h *Human) WriteHeader() error {
 		return nil
 	}
 	h.header = true
-	_, err := io.WriteString(h.w, Header+"\n")
+	_, err := io.WriteString(h.w, h.headerLine()+"\n")
 	return err
 }

@@ -123,6 +123,22 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	b = key(b, "cgroup")
 	b = appendJSONString(b, []byte(e.Cgroup))
 	b = keyUint(b, "cgroup_id", e.CgroupID)
+	if c := e.Container; c != nil {
+		b = key(b, "container")
+		b = append(b, `{"id":`...)
+		b = appendJSONString(b, []byte(c.ID))
+		if c.Name != "" {
+			b = key(b, "name")
+			b = appendJSONString(b, []byte(c.Name))
+		}
+		b = key(b, "runtime")
+		b = appendJSONString(b, []byte(c.Runtime))
+		if c.PodUID != "" {
+			b = key(b, "pod_uid")
+			b = appendJSONString(b, []byte(c.PodUID))
+		}
+		b = append(b, '}')
+	}
 
 	switch e.Kind {
 	case event.Exec:

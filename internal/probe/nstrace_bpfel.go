@@ -106,19 +106,26 @@ type nstraceMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	ExecHeap   *ebpf.MapSpec `ebpf:"exec_heap"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
+	NsFilter   *ebpf.MapSpec `ebpf:"ns_filter"`
 	Pending    *ebpf.MapSpec `ebpf:"pending"`
+	Traced     *ebpf.MapSpec `ebpf:"traced"`
 }
 
 // nstraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceVariableSpecs struct {
+	NstFilterNs    *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
+	NstFilterPids  *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
+	NstFollow      *ebpf.VariableSpec `ebpf:"nst_follow"`
 	NstNrClone     *ebpf.VariableSpec `ebpf:"nst_nr_clone"`
 	NstNrClone3    *ebpf.VariableSpec `ebpf:"nst_nr_clone3"`
 	NstNrSetns     *ebpf.VariableSpec `ebpf:"nst_nr_setns"`
 	NstNrUnshare   *ebpf.VariableSpec `ebpf:"nst_nr_unshare"`
 	NstWakeupBytes *ebpf.VariableSpec `ebpf:"nst_wakeup_bytes"`
 	NstWantClone   *ebpf.VariableSpec `ebpf:"nst_want_clone"`
+	NstWantExec    *ebpf.VariableSpec `ebpf:"nst_want_exec"`
+	NstWantExit    *ebpf.VariableSpec `ebpf:"nst_want_exit"`
 	NstWantFork    *ebpf.VariableSpec `ebpf:"nst_want_fork"`
 	NstWantSetns   *ebpf.VariableSpec `ebpf:"nst_want_setns"`
 	NstWantUnshare *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
@@ -149,7 +156,9 @@ type nstraceMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	ExecHeap   *ebpf.Map `ebpf:"exec_heap"`
 	Lost       *ebpf.Map `ebpf:"lost"`
+	NsFilter   *ebpf.Map `ebpf:"ns_filter"`
 	Pending    *ebpf.Map `ebpf:"pending"`
+	Traced     *ebpf.Map `ebpf:"traced"`
 }
 
 func (m *nstraceMaps) Close() error {
@@ -158,7 +167,9 @@ func (m *nstraceMaps) Close() error {
 		m.Events,
 		m.ExecHeap,
 		m.Lost,
+		m.NsFilter,
 		m.Pending,
+		m.Traced,
 	)
 }
 
@@ -166,12 +177,17 @@ func (m *nstraceMaps) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceVariables struct {
+	NstFilterNs    *ebpf.Variable `ebpf:"nst_filter_ns"`
+	NstFilterPids  *ebpf.Variable `ebpf:"nst_filter_pids"`
+	NstFollow      *ebpf.Variable `ebpf:"nst_follow"`
 	NstNrClone     *ebpf.Variable `ebpf:"nst_nr_clone"`
 	NstNrClone3    *ebpf.Variable `ebpf:"nst_nr_clone3"`
 	NstNrSetns     *ebpf.Variable `ebpf:"nst_nr_setns"`
 	NstNrUnshare   *ebpf.Variable `ebpf:"nst_nr_unshare"`
 	NstWakeupBytes *ebpf.Variable `ebpf:"nst_wakeup_bytes"`
 	NstWantClone   *ebpf.Variable `ebpf:"nst_want_clone"`
+	NstWantExec    *ebpf.Variable `ebpf:"nst_want_exec"`
+	NstWantExit    *ebpf.Variable `ebpf:"nst_want_exit"`
 	NstWantFork    *ebpf.Variable `ebpf:"nst_want_fork"`
 	NstWantSetns   *ebpf.Variable `ebpf:"nst_want_setns"`
 	NstWantUnshare *ebpf.Variable `ebpf:"nst_want_unshare"`

@@ -41,7 +41,23 @@ type Options struct {
 	// -1 wakes the reader on every event.
 	WakeupBytes int
 	Debug       bool
+
+	// FilterPIDs reports only processes in the traced set: PIDs, and the
+	// ones added later with Trace. Follow adds every child of a traced
+	// process to the set as it is born, in the kernel.
+	FilterPIDs bool
+	PIDs       []uint32
+	Follow     bool
+	// NS, if not empty, reports only processes with one of these
+	// namespaces: inode to the types it counts for (see NSTypeMask).
+	NS map[uint32]uint32
 }
+
+// NSTypeMask is the NS filter mask for one namespace type.
+func NSTypeMask(t event.NSType) uint32 { return 1 << t }
+
+// AnyNSType is the NS filter mask that matches an inode as any type.
+const AnyNSType = 1<<event.NSCount - 1
 
 // Probe is a loaded and attached set of nstrace programs.
 type Probe struct {
@@ -49,6 +65,7 @@ type Probe struct {
 	links   []link.Link
 	rd      *ringbuf.Reader
 	lost    *ebpf.Map
+	traced  *ebpf.Map
 	lostSum uint64
 	rec     ringbuf.Record
 	dec     Decoder
@@ -59,15 +76,18 @@ const BTFPath = "/sys/kernel/btf/vmlinux"
 
 // Programs to attach for each kind. fork and clone share the fork
 // tracepoint; clone, unshare and setns are seen at syscall entry and exit.
-func programsFor(kinds event.KindSet) []string {
+// Following a process tree needs the fork and exit tracepoints whatever the
+// kinds shown: they keep the traced set.
+func programsFor(opts Options) []string {
+	kinds := opts.Kinds
 	var names []string
-	if kinds.Has(event.Fork) || kinds.Has(event.Clone) {
+	if kinds.Has(event.Fork) || kinds.Has(event.Clone) || (opts.FilterPIDs && opts.Follow) {
 		names = append(names, "nst_fork")
 	}
 	if kinds.Has(event.Exec) {
 		names = append(names, "nst_exec")
 	}
-	if kinds.Has(event.Exit) {
+	if kinds.Has(event.Exit) || opts.FilterPIDs {
 		names = append(names, "nst_exit")
 	}
 	if kinds.Has(event.Clone) || kinds.Has(event.Unshare) || kinds.Has(event.Setns) {
@@ -118,8 +138,8 @@ func Open(opts Options) (_ *Probe, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	want := programsFor(opts.Kinds)
-	if len(want) == 0 {
+	want := programsFor(opts)
+	if opts.Kinds == 0 {
 		return nil, errors.New("no events selected")
 	}
 	keep := map[string]bool{}
@@ -147,6 +167,11 @@ func Open(opts Options) (_ *Probe, err error) {
 	}
 	vars := map[string]any{
 		"nst_want_fork":    b2u(opts.Kinds.Has(event.Fork)),
+		"nst_want_exec":    b2u(opts.Kinds.Has(event.Exec)),
+		"nst_want_exit":    b2u(opts.Kinds.Has(event.Exit)),
+		"nst_filter_pids":  b2u(opts.FilterPIDs),
+		"nst_follow":       b2u(opts.Follow),
+		"nst_filter_ns":    b2u(len(opts.NS) > 0),
 		"nst_want_clone":   b2u(opts.Kinds.Has(event.Clone)),
 		"nst_want_unshare": b2u(opts.Kinds.Has(event.Unshare)),
 		"nst_want_setns":   b2u(opts.Kinds.Has(event.Setns)),
@@ -170,6 +195,17 @@ func Open(opts Options) (_ *Probe, err error) {
 		return nil, loadError(err, opts.Debug)
 	}
 	p.lost = p.coll.Maps["lost"]
+	p.traced = p.coll.Maps["traced"]
+	for _, pid := range opts.PIDs {
+		if err := p.Trace(pid); err != nil {
+			return nil, err
+		}
+	}
+	for ino, mask := range opts.NS {
+		if err := p.coll.Maps["ns_filter"].Put(ino, mask); err != nil {
+			return nil, fmt.Errorf("setting the namespace filter: %w", err)
+		}
+	}
 	p.rd, err = ringbuf.NewReader(p.coll.Maps["events"])
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
@@ -240,6 +276,14 @@ func loadError(err error, debug bool) error {
 		return fmt.Errorf("loading BPF programs: the verifier rejected them: %v (full log with --debug)", ve)
 	}
 	return hint(fmt.Errorf("loading BPF programs: %w", err))
+}
+
+// Trace adds a process to the traced set (with FilterPIDs).
+func (p *Probe) Trace(pid uint32) error {
+	if err := p.traced.Put(pid, uint8(1)); err != nil {
+		return fmt.Errorf("tracing pid %d: %w", pid, err)
+	}
+	return nil
 }
 
 // SetDeadline bounds the next Read.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/nsinfo"
+	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
@@ -443,5 +444,98 @@ func TestPrivilegedCloneWithNamespaces(t *testing.T) {
 	})
 	if len(births) != 1 {
 		t.Errorf("child %d born %d times in the feed", child, len(births))
+	}
+}
+
+func hasArg(e *event.Event, a string) bool {
+	return e.Kind == event.Exec && slices.ContainsFunc(e.Args, func(b []byte) bool { return string(b) == a })
+}
+
+func TestPrivilegedNSFilterInKernel(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	all := testutil.Collect(t, event.AllKinds())
+	tpid, tns := target(t, all)
+	net := tns[event.NSNet]
+	c := testutil.CollectWith(t, probe.Options{
+		Kinds: event.AllKinds(),
+		NS:    map[uint32]uint32{uint32(net): probe.NSTypeMask(event.NSNet)},
+	})
+	a, b, d := marker(), marker(), marker()
+	// A host process, a process entering the target's netns, and one in
+	// another new netns: only the second belongs.
+	for _, cmd := range []*exec.Cmd{
+		exec.Command("/bin/true", a),
+		exec.Command("nsenter", "-t", strconv.Itoa(int(tpid)), "-n", "/bin/true", b),
+		exec.Command("unshare", "-n", "/bin/true", d),
+	} {
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", cmd.Args, err, out)
+		}
+	}
+	c.Wait(t, 1, wait, func(e *event.Event) bool { return hasArg(e, b) })
+	all.Wait(t, 1, wait, func(e *event.Event) bool { return hasArg(e, d) })
+	c.Settle()
+	for _, e := range c.Events() {
+		if hasArg(e, a) || hasArg(e, d) {
+			t.Errorf("filtered feed shows %v %q", e.Kind, e.Args)
+		}
+		if e.NS[event.NSNet] != net && e.ChildNS[event.NSNet] != net && e.PrevNS[event.NSNet] != net {
+			t.Errorf("%v of pid %d (%s) is not in net:[%d]", e.Kind, e.PID, e.Comm, net)
+		}
+	}
+	// The setns into the namespace shows up too (its after-state matches).
+	c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Setns && e.TargetNS == net })
+}
+
+func TestPrivilegedPIDFilterInKernel(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	for _, follow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) {
+			all := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+			b, g, a := marker(), marker(), marker()
+			sh := exec.Command("sh", "-c", "read x; /bin/true "+b+"; sh -c '/bin/true "+g+"'")
+			in, err := sh.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			start(t, sh)
+			pid := uint32(sh.Process.Pid)
+			all.Wait(t, 1, wait, kindPID(event.Exec, pid)) // sh itself is running
+			c := testutil.CollectWith(t, probe.Options{
+				Kinds: event.AllKinds(), FilterPIDs: true, PIDs: []uint32{pid}, Follow: follow,
+			})
+			if err := exec.Command("/bin/true", a).Run(); err != nil {
+				t.Fatal(err)
+			}
+			in.Write([]byte("go\n"))
+			if err := sh.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			c.Wait(t, 1, wait, kindPID(event.Exit, pid))
+			c.Settle()
+			var sawB, sawG bool
+			tree := map[uint32]bool{pid: true}
+			for _, e := range c.Events() {
+				if e.Kind == event.Fork {
+					tree[e.ChildPID] = true
+				}
+			}
+			for _, e := range c.Events() {
+				sawB = sawB || hasArg(e, b)
+				sawG = sawG || hasArg(e, g)
+				if hasArg(e, a) {
+					t.Error("an unrelated process is in the feed")
+				}
+				if follow && !tree[e.PID] {
+					t.Errorf("%v of pid %d is outside the tree", e.Kind, e.PID)
+				}
+				if !follow && e.PID != pid {
+					t.Errorf("without follow, %v of child %d is in the feed", e.Kind, e.PID)
+				}
+			}
+			if follow != sawB || follow != sawG {
+				t.Errorf("follow=%v: child exec seen %v, grandchild exec seen %v", follow, sawB, sawG)
+			}
+		})
 	}
 }
