@@ -146,12 +146,14 @@ type Registry struct {
 	hostPidNS uint64
 	byCgroup  map[string]*Info
 	byPidNS   map[uint64]*Info
-	lastScan  time.Time
+	stamp     string
+	checked   time.Time
 }
 
-// rescanEvery limits how often an unknown pid namespace triggers a new
-// look at runc's state.
-const rescanEvery = 100 * time.Millisecond
+// checkEvery bounds how often events from an unknown pid namespace make
+// the registry look at runc's state files: a busy namespace that is no
+// container costs a few stat calls per interval, not per event.
+const checkEvery = 2 * time.Millisecond
 
 // NewRegistry returns a registry; processes in hostPidNS are never in a
 // container.
@@ -162,8 +164,23 @@ func NewRegistry(procRoot string, runcRoots []string, hostPidNS uint64) *Registr
 	return r
 }
 
+// stateStamp summarises runc's state files (names and modification times):
+// it changes whenever a container is created, started or removed.
+func (r *Registry) stateStamp() string {
+	var b strings.Builder
+	for _, pattern := range r.runcRoots {
+		states, _ := filepath.Glob(filepath.Join(pattern, "*", "state.json"))
+		for _, path := range states {
+			if st, err := os.Stat(path); err == nil {
+				fmt.Fprintf(&b, "%s %d %d\n", path, st.ModTime().UnixNano(), st.Size())
+			}
+		}
+	}
+	return b.String()
+}
+
 func (r *Registry) scan() {
-	r.lastScan = time.Now()
+	r.stamp = r.stateStamp()
 	for _, c := range ScanRunc(r.procRoot, r.runcRoots) {
 		if c.PidNS != 0 && c.PidNS != r.hostPidNS {
 			info := c.Info
@@ -199,7 +216,12 @@ func (r *Registry) Lookup(cgroup string, pidNS uint64) *Info {
 	if info, ok := r.byPidNS[pidNS]; ok {
 		return info
 	}
-	if time.Since(r.lastScan) >= rescanEvery {
+	// An unknown pid namespace: look again only if runc's state changed.
+	if time.Since(r.checked) < checkEvery {
+		return nil
+	}
+	r.checked = time.Now()
+	if r.stateStamp() != r.stamp {
 		r.scan()
 		return r.byPidNS[pidNS]
 	}

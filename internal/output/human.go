@@ -147,8 +147,7 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 		}
 	case event.Fork, event.Clone:
 		if e.Kind == event.Clone {
-			b = append(b, "flags="...)
-			b = append(b, strings.Join(nsflag.Clone(e.FlagsRaw), "|")...)
+			b = appendFlagNames(b, e.FlagsRaw)
 			b = append(b, ' ')
 			if e.Ret < 0 {
 				b = appendRet(b, e.Ret)
@@ -181,8 +180,7 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 		b = append(b, " after "...)
 		b = append(b, roundDuration(e.Duration).String()...)
 	case event.Unshare:
-		b = append(b, "flags="...)
-		b = append(b, strings.Join(nsflag.Clone(e.FlagsRaw), "|")...)
+		b = appendFlagNames(b, e.FlagsRaw)
 		b = append(b, ' ')
 		b = appendRet(b, e.Ret)
 		b = appendMoves(b, e)
@@ -228,6 +226,14 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 		b = appendNSValue(b, t, v)
 	}
 	return b
+}
+
+func appendFlagNames(b []byte, raw uint64) []byte {
+	b = append(b, "flags="...)
+	if raw == 0 {
+		return append(b, '0')
+	}
+	return append(b, strings.Join(nsflag.Clone(raw), "|")...)
 }
 
 func appendNSValue(b []byte, t event.NSType, v uint64) []byte {
