@@ -13,7 +13,7 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build generate check-generated test test-unit bench run clean
+.PHONY: all build generate check-generated test test-unit fuzz bench run clean
 
 all: build
 
@@ -41,6 +41,10 @@ test:
 # Tests that need no privileges.
 test-unit:
 	$(GO) test -count=1 ./...
+
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 30s ./internal/probe
+	$(GO) test -run XXX -fuzz FuzzJSONAlwaysValid -fuzztime 30s ./internal/output
 
 run: build
 	./$(BIN) $(ARGS)

@@ -176,7 +176,14 @@ func main() {
 	os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func mainExit(args []string, stdout, stderr io.Writer) int {
+func mainExit(args []string, stdout, stderr io.Writer) (code int) {
+	// A bug must still end in one line, not a stack trace.
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "nstrace: internal error: %v (please report it)\n", r)
+			code = 1
+		}
+	}()
 	if os.Getenv(gateEnv) == "1" {
 		return gate(args)
 	}
@@ -194,7 +201,7 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 	// than killing nstrace before it detaches.
 	signal.Ignore(syscall.SIGPIPE)
 
-	code, err := run(ctx, opts, stdout, stderr)
+	code, err = run(ctx, opts, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "nstrace: %v\n", err)
 		return 1

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/storm"
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
@@ -24,7 +25,25 @@ import (
 // the real command, flags, signals and all.
 const mainEnv = "NSTRACE_TEST_RUN_MAIN"
 
+// stormEnv makes the test binary an exec storm: "N WORKERS MARKER DONEFILE".
+const stormEnv = "NSTRACE_TEST_STORM"
+
 func TestMain(m *testing.M) {
+	// The storm comes first: it runs under a traced command, where the
+	// environment also asks for nstrace's main.
+	if spec := os.Getenv(stormEnv); spec != "" {
+		var n, w int
+		var marker, done string
+		fmt.Sscan(spec, &n, &w, &marker, &done)
+		if err := storm.Run(n, w, "/bin/true", marker); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if done != "" {
+			_ = os.WriteFile(done, nil, 0o644)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(mainEnv) == "1" {
 		os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
 	}
@@ -265,24 +284,42 @@ func TestPrivilegedEndToEndHuman(t *testing.T) {
 	}
 }
 
-func TestPrivilegedClosedPipeEndsQuietly(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	cmd := nstraceCmd("--json")
-	out, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+// startRaw starts nstrace with its stdout as a pipe for the test to read,
+// and returns once it is attached.
+func startRaw(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, io.ReadCloser) {
+	t.Helper()
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ready.Close()
+	cmd := nstraceCmd(append(args, "--ready-fd=3")...)
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Read one line, like `head -1`, then close the pipe.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < 50; i++ {
-			_ = exec.Command("true").Run()
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	readyW.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if _, err := ready.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("nstrace never became ready: %v", err)
+	}
+	return cmd, out
+}
+
+func TestPrivilegedClosedPipeEndsQuietly(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	var stderr bytes.Buffer
+	cmd, out := startRaw(t, &stderr, "--json")
+	// Read one line, like `head -1`, then close the pipe; nstrace, idle
+	// after that, must notice on its own.
+	if err := exec.Command("true").Run(); err != nil {
+		t.Fatal(err)
+	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || !json.Valid([]byte(line)) {
 		t.Fatalf("first line %q: %v", line, err)
@@ -295,10 +332,9 @@ func TestPrivilegedClosedPipeEndsQuietly(t *testing.T) {
 		if err != nil {
 			t.Errorf("nstrace after its reader left: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(2 * time.Second):
 		t.Fatal("nstrace did not end after its stdout closed")
 	}
-	<-done
 	if stderr.Len() != 0 {
 		t.Errorf("stderr not quiet: %q", stderr.String())
 	}

@@ -77,7 +77,23 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 	defer cgroups.Close()
 	containers := container.NewRegistry(nsinfo.ProcRoot, container.RuncRoots, host[event.NSPid])
 
-	bw := bufio.NewWriterSize(stdout, 64<<10)
+	// A signal interrupts the read, and any wait for a slow output. With a
+	// command, the command gets the terminal's signal too and nstrace
+	// keeps going until it is gone; a second signal stops nstrace at once.
+	interrupted := make(chan struct{})
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			close(interrupted)
+			_ = p.Interrupt()
+		case <-stopped:
+		}
+	}()
+
+	aw := newAsyncWriter(stdout, interrupted)
+	bw := bufio.NewWriterSize(aw, 64<<10)
 	var w writer
 	if opts.json {
 		w = output.NewJSON(bw)
@@ -117,21 +133,6 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 		f.Close()
 	}
 
-	// A signal interrupts the read. With a command, the command gets the
-	// signal first (it shares the terminal's) and nstrace waits for it;
-	// a second signal stops nstrace at once.
-	interrupted := make(chan struct{})
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-ctx.Done():
-			close(interrupted)
-			_ = p.Interrupt()
-		case <-stopped:
-		}
-	}()
-
 	var (
 		e           event.Event
 		seen, lost  uint64
@@ -161,6 +162,18 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 		nextLostChk = time.Now().Add(lostCheckEvery)
 		return bw.Flush()
 	}
+	// finish writes out what is left and the summary.
+	finish := func(code int) (int, error) {
+		err := flush()
+		if err == nil {
+			err = aw.Close()
+		}
+		if err != nil && !errors.Is(err, errInterrupted) {
+			return 0, quiet(err)
+		}
+		report()
+		return code, nil
+	}
 
 	for {
 		select {
@@ -174,12 +187,11 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if err := flush(); err != nil {
-				return 0, quiet(err)
-			}
 			if exitCode >= 0 && p.Pending() == 0 {
-				report()
-				return exitCode, nil
+				return finish(exitCode)
+			}
+			if err := flush(); err != nil {
+				return interruptedOr(err, finish)
 			}
 			if outputGone(stdout) {
 				return 0, nil
@@ -187,14 +199,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			// Interrupted by a signal: the last losses, the summary, done.
-			if err := flush(); err != nil {
-				return 0, quiet(err)
-			}
-			report()
-			if exitCode < 0 {
-				exitCode = 0
-			}
-			return exitCode, nil
+			return finish(max(exitCode, 0))
 		case errors.Is(err, probe.ErrShortRecord), errors.Is(err, probe.ErrUnknownKind):
 			badRecords++
 			continue
@@ -209,14 +214,23 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 		}
 		seen++
 		if err := w.Write(&e); err != nil {
-			return 0, quiet(err)
+			return interruptedOr(err, finish)
 		}
 		if p.Pending() == 0 || time.Now().After(nextLostChk) {
 			if err := flush(); err != nil {
-				return 0, quiet(err)
+				return interruptedOr(err, finish)
 			}
 		}
 	}
+}
+
+// interruptedOr ends the run for a write error: a signal that cut a
+// blocked write short ends it as a signal does.
+func interruptedOr(err error, finish func(int) (int, error)) (int, error) {
+	if errors.Is(err, errInterrupted) {
+		return finish(0)
+	}
+	return 0, quiet(err)
 }
 
 // quiet turns a write to a closed pipe into a clean exit: the reader has

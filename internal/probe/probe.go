@@ -72,7 +72,7 @@ type Probe struct {
 }
 
 // BTFPath is where the running kernel exposes its type information.
-const BTFPath = "/sys/kernel/btf/vmlinux"
+var BTFPath = "/sys/kernel/btf/vmlinux"
 
 // Programs to attach for each kind. fork and clone share the fork
 // tracepoint; clone, unshare and setns are seen at syscall entry and exit.
