@@ -42,6 +42,14 @@ test:
 test-unit:
 	$(GO) test -count=1 ./...
 
+# Overhead, completeness, startup, memory and event rate, beside forkstat
+# and bpftrace when installed (apt-get install forkstat bpftrace); as root.
+bench: build
+	$(GO) test -run XXX -bench . -benchmem ./internal/probe ./internal/output
+	CGO_ENABLED=0 $(GO) build -o bin/execstorm ./cmd/execstorm
+	CGO_ENABLED=0 $(GO) build -o bin/nstrace-bench ./cmd/nstrace-bench
+	./bin/nstrace-bench -nstrace ./$(BIN) -storm ./bin/execstorm $(BENCH_ARGS)
+
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 30s ./internal/probe
 	$(GO) test -run XXX -fuzz FuzzJSONAlwaysValid -fuzztime 30s ./internal/output
@@ -50,4 +58,4 @@ run: build
 	./$(BIN) $(ARGS)
 
 clean:
-	rm -f $(BIN)
+	rm -rf $(BIN) bin

@@ -109,12 +109,35 @@ static __always_inline void count_lost(void)
 		*n += 1;
 }
 
+/* When the reader was last woken for an event that found it idle. */
+__u64 nst_last_wakeup = 0;
+
+/* Wake the idle reader at most this often; it also polls on a timer. */
+#define NST_IDLE_WAKEUP_NS (10 * 1000 * 1000)
+
+/*
+ * Batch wake-ups: a wake-up costs an interrupt and a context switch, too
+ * much to pay per event under load. The reader is woken when a batch of
+ * nst_wakeup_bytes is queued, or when an event finds it idle (all earlier
+ * records consumed) and it has not been woken that way for 10 ms. Anything
+ * else waits for the reader's poll timer.
+ */
 static __always_inline __u64 wakeup_flags(void)
 {
+	__u64 avail, now;
+
 	if (!nst_wakeup_bytes)
 		return 0;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= nst_wakeup_bytes)
+	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (avail >= nst_wakeup_bytes)
 		return BPF_RB_FORCE_WAKEUP;
+	if (avail == 0) {
+		now = bpf_ktime_get_ns();
+		if (now - nst_last_wakeup >= NST_IDLE_WAKEUP_NS) {
+			nst_last_wakeup = now;
+			return BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	return BPF_RB_NO_WAKEUP;
 }
 

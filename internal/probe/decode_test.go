@@ -159,3 +159,15 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecodeExec(b *testing.B) {
+	raw := record(nstraceEvent{Kind: kindExec, FilenameLen: 11, ArgsLen: 11}, []byte("/usr/bin/shsh\x00-c\x00echo\x00"))
+	var d Decoder
+	var e event.Event
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Decode(raw, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

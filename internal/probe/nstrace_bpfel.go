@@ -118,6 +118,7 @@ type nstraceVariableSpecs struct {
 	NstFilterNs    *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
 	NstFilterPids  *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
 	NstFollow      *ebpf.VariableSpec `ebpf:"nst_follow"`
+	NstLastWakeup  *ebpf.VariableSpec `ebpf:"nst_last_wakeup"`
 	NstNrClone     *ebpf.VariableSpec `ebpf:"nst_nr_clone"`
 	NstNrClone3    *ebpf.VariableSpec `ebpf:"nst_nr_clone3"`
 	NstNrSetns     *ebpf.VariableSpec `ebpf:"nst_nr_setns"`
@@ -180,6 +181,7 @@ type nstraceVariables struct {
 	NstFilterNs    *ebpf.Variable `ebpf:"nst_filter_ns"`
 	NstFilterPids  *ebpf.Variable `ebpf:"nst_filter_pids"`
 	NstFollow      *ebpf.Variable `ebpf:"nst_follow"`
+	NstLastWakeup  *ebpf.Variable `ebpf:"nst_last_wakeup"`
 	NstNrClone     *ebpf.Variable `ebpf:"nst_nr_clone"`
 	NstNrClone3    *ebpf.Variable `ebpf:"nst_nr_clone3"`
 	NstNrSetns     *ebpf.Variable `ebpf:"nst_nr_setns"`

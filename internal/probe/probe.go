@@ -21,8 +21,9 @@ import (
 )
 
 // DefaultBufferSize is the ring buffer's default size: enough to absorb a
-// burst of tens of thousands of execs while the reader catches up.
-const DefaultBufferSize = 8 << 20
+// burst of thousands of execs while the reader catches up. Its pages are
+// mapped twice into nstrace and count twice in its RSS.
+const DefaultBufferSize = 4 << 20
 
 // MinBufferSize is the smallest ring buffer nstrace accepts.
 const MinBufferSize = 4096

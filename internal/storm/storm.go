@@ -6,6 +6,8 @@ package storm
 
 import (
 	"fmt"
+	"runtime"
+	"time"
 	"sync"
 	"syscall"
 )
@@ -48,4 +50,72 @@ func Run(n, workers int, path string, args ...string) error {
 		return fmt.Errorf("storm: %d of %d runs of %s failed", failed, n, path)
 	}
 	return nil
+}
+
+// Forks creates n processes in all over workers, each exiting at once
+// without exec: the cheapest process birth and death there is, for
+// measuring how many events a tracer sustains.
+func Forks(n, workers int) error {
+	if n < 0 || workers < 1 {
+		return fmt.Errorf("storm: want n >= 0 and workers >= 1")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		count := n / workers
+		if w < n%workers {
+			count++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for i := 0; i < count; i++ {
+				// A raw fork: the child is this one thread and leaves at
+				// once, before touching anything of the Go runtime.
+				pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+				if errno != 0 {
+					errs <- fmt.Errorf("storm: fork: %w", errno)
+					return
+				}
+				if pid == 0 {
+					syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+				}
+				var ws syscall.WaitStatus
+				if _, err := syscall.Wait4(int(pid), &ws, 0, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// Unshares calls unshare(0), which changes nothing, at about rate calls a
+// second for d, and returns how many it made: a source of namespace-call
+// events far faster than any process storm.
+func Unshares(rate int, d time.Duration) (int, error) {
+	if rate < 1 || d <= 0 {
+		return 0, fmt.Errorf("storm: want rate >= 1 and d > 0")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const tick = time.Millisecond
+	start := time.Now()
+	calls := 0
+	for elapsed := time.Duration(0); elapsed < d; elapsed = time.Since(start) {
+		// Catch up to where the rate says we should be, then rest.
+		due := int(float64(rate) * (elapsed + tick).Seconds())
+		for ; calls < due; calls++ {
+			if _, _, errno := syscall.RawSyscall(syscall.SYS_UNSHARE, 0, 0, 0); errno != 0 {
+				return calls, fmt.Errorf("storm: unshare: %w", errno)
+			}
+		}
+		time.Sleep(time.Until(start.Add(elapsed + tick)))
+	}
+	return calls, nil
 }
