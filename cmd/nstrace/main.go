@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -173,6 +174,12 @@ func parseSize(s string) (int, error) {
 }
 
 func main() {
+	// A tracer should stay out of the way of what it traces: one P keeps
+	// the Go scheduler from spinning threads on every wake-up, and one
+	// core keeps up with hundreds of thousands of events a second.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
 }
 

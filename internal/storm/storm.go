@@ -7,9 +7,9 @@ package storm
 import (
 	"fmt"
 	"runtime"
-	"time"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Run execs path with args n times in all, split over workers, each run
