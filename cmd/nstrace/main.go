@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/nsinfo"
 	"github.com/nstrace/nstrace/internal/probe"
 )
 
@@ -53,6 +54,7 @@ func (u usageError) Unwrap() error { return u.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 const usageHead = `Usage: nstrace [flags] [-- COMMAND [ARG...]]
+       nstrace ns [--json] [INODE | TYPE:INODE | -p PID]
 
 Show process fork, exec and exit, and namespace changes (clone, unshare,
 setns), live, each with the process's namespaces. With a COMMAND, run it
@@ -193,6 +195,9 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 	}()
 	if os.Getenv(gateEnv) == "1" {
 		return gate(args)
+	}
+	if len(args) > 0 && args[0] == "ns" {
+		return nsMain(args[1:], stdout, stderr, nsinfo.ProcRoot)
 	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, errHelp) {

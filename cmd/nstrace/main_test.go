@@ -206,7 +206,7 @@ func TestPrivilegedEndToEndJSON(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	f := startFeed(t, "--json", "-e", "exec,exit")
 	m := fmt.Sprintf("%d.%d", 1000+rand.IntN(1000), rand.IntN(1000000))
-	sh := exec.Command("unshare", "--fork", "--pid", "--mount-proc", "--net", "sh", "-c", "sleep "+m+" & wait")
+	sh := exec.Command("unshare", "--fork", "--kill-child", "--pid", "--mount-proc", "--net", "sh", "-c", "sleep "+m+" & wait")
 	if err := sh.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,7 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 	cgroups := nsinfo.NewCgroups("")
 	defer cgroups.Close()
 	containers := container.NewRegistry(nsinfo.ProcRoot, container.RuncRoots, host[event.NSPid])
+	owners := newOwners(nsinfo.ProcRoot, host, containers)
 
 	// A signal interrupts the read, and any wait for a slow output. With a
 	// command, the command gets the terminal's signal too and nstrace
@@ -209,6 +210,11 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 
 		e.Cgroup = cgroups.Path(e.CgroupID)
 		e.Container = containers.Lookup(e.Cgroup, e.NS[event.NSPid])
+		if e.Kind == event.Setns && e.TargetNS != 0 {
+			if t, ok := nsTypeOfBit(e.TargetType); ok {
+				e.TargetOwner = owners.of(t, e.TargetNS)
+			}
+		}
 		if !filter.pass(&e) {
 			continue
 		}

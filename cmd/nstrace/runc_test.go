@@ -87,6 +87,12 @@ func TestPrivilegedRuncContainer(t *testing.T) {
 	if init["nspid"] != 1.0 || !inContainer(init) {
 		t.Errorf("container init: nspid %v container %v", init["nspid"], init["container"])
 	}
+	// nstrace ns lists the container's pid namespace under the inode the
+	// feed printed.
+	feedPidNS := uint64(init["ns"].(map[string]any)["pid"].(float64))
+	if r := row(nsJSON(t), "pid", feedPidNS); r == nil || r["container"].(map[string]any)["name"] != id {
+		t.Errorf("nstrace ns has no pid namespace %d of container %s: %v", feedPidNS, id, r)
+	}
 
 	// A filtered feed started now sees runc exec in the container only.
 	g := startFeed(t, "--json", "-e", "exec", "--container", id)

@@ -191,6 +191,9 @@ type Event struct {
 	TargetNS   uint64
 	TargetType uint64 // CLONE_NEW* bit of the target namespace, 0 if unknown
 	TargetPID  uint32 // process behind a pidfd
+	// TargetOwner says whose namespace TargetNS is: "netns NAME",
+	// "container NAME", "pid PID COMM", "host", or "" if unknown.
+	TargetOwner string
 	// setns, unshare: the caller's namespaces before the call
 	PrevNS NS
 

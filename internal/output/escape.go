@@ -108,3 +108,6 @@ func appendBase64(dst, b []byte) []byte {
 	dst = base64.StdEncoding.AppendEncode(dst, b)
 	return append(dst, '"')
 }
+
+// AppendEscaped appends b escaped for a terminal, as the human view does.
+func AppendEscaped(dst, b []byte) []byte { return appendHuman(dst, b) }

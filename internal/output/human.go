@@ -195,6 +195,11 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 			b = append(b, ":["...)
 			b = strconv.AppendUint(b, e.TargetNS, 10)
 			b = append(b, ']')
+			if e.TargetOwner != "" {
+				b = append(b, " ("...)
+				b = appendHuman(b, []byte(e.TargetOwner))
+				b = append(b, ')')
+			}
 		}
 		if e.TargetPID != 0 {
 			b = append(b, " target=pidfd:"...)

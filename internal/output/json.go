@@ -193,6 +193,10 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 		if e.TargetNS != 0 {
 			b = keyUint(b, "target_ns", e.TargetNS)
 			b = keyStr(b, "target_type", nsflag.TypeName(e.TargetType))
+			if e.TargetOwner != "" {
+				b = key(b, "target_owner")
+				b = appendJSONString(b, []byte(e.TargetOwner))
+			}
 		}
 		if e.TargetPID != 0 {
 			b = keyUint(b, "target_pid", uint64(e.TargetPID))

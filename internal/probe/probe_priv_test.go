@@ -91,7 +91,7 @@ func TestPrivilegedExecForkExitInNewNamespaces(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.AllKinds())
 	m := marker()
-	cmd := start(t, exec.Command("unshare", "--fork", "--pid", "--mount-proc", "--net", "--uts", "--ipc", "--mount", "sleep", m))
+	cmd := start(t, exec.Command("unshare", "--fork", "--kill-child", "--pid", "--mount-proc", "--net", "--uts", "--ipc", "--mount", "sleep", m))
 	upid := uint32(cmd.Process.Pid)
 
 	ex := c.Wait(t, 1, wait, isExec("sleep", m))[0]
@@ -278,7 +278,7 @@ func TestPrivilegedUnshareForkPid(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.AllKinds())
 	m := marker()
-	cmd := start(t, exec.Command("unshare", "--fork", "--pid", "sleep", m))
+	cmd := start(t, exec.Command("unshare", "--fork", "--kill-child", "--pid", "sleep", m))
 	pid := uint32(cmd.Process.Pid)
 	ex := c.Wait(t, 1, wait, isExec("sleep", m))[0]
 	child := procNS(t, ex.PID)
@@ -303,7 +303,7 @@ func TestPrivilegedUnshareForkPid(t *testing.T) {
 func target(t *testing.T, c *testutil.Collector) (uint32, event.NS) {
 	t.Helper()
 	m := marker()
-	start(t, exec.Command("unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "sleep", m))
+	start(t, exec.Command("unshare", "--fork", "--kill-child", "--pid", "--mount", "--uts", "--ipc", "--net", "sleep", m))
 	pid := c.Wait(t, 1, wait, isExec("sleep", m))[0].PID
 	return pid, procNS(t, pid)
 }

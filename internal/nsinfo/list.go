@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package nsinfo
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nstrace/nstrace/internal/event"
+)
+
+// Proc is what /proc says about one process.
+type Proc struct {
+	PID, PPID, NSPID uint32
+	Comm             string
+	Cgroup           string // cgroup v2 path
+	NS               event.NS
+	// Readable is false when none of the namespace links could be read
+	// (the process went away, or the kernel refused, as for PID 1 in
+	// some sandboxes).
+	Readable bool
+}
+
+// ReadProc reads one process. ok is false if it is gone.
+func ReadProc(procRoot string, pid uint32) (Proc, bool) {
+	p := Proc{PID: pid}
+	dir := filepath.Join(procRoot, strconv.Itoa(int(pid)))
+	status, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		return p, false
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "Name":
+			p.Comm = val
+		case "PPid":
+			n, _ := strconv.ParseUint(val, 10, 32)
+			p.PPID = uint32(n)
+		case "NSpid":
+			if f := strings.Fields(val); len(f) > 0 {
+				n, _ := strconv.ParseUint(f[len(f)-1], 10, 32)
+				p.NSPID = uint32(n)
+			}
+		}
+	}
+	ns, err := ReadNS(procRoot, strconv.Itoa(int(pid)))
+	p.NS, p.Readable = ns, err == nil
+	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "0::"); ok {
+				p.Cgroup = rest
+			}
+		}
+	}
+	return p, true
+}
+
+// Procs reads every process under procRoot, in pid order.
+func Procs(procRoot string) []Proc {
+	entries, _ := os.ReadDir(procRoot)
+	var out []Proc
+	for _, e := range entries {
+		pid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		if p, ok := ReadProc(procRoot, uint32(pid)); ok {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
+}
+
+// ListedTypes are the namespace types a listing shows, as lsns does: the
+// *_for_children links name namespaces that processes are not in.
+var ListedTypes = []event.NSType{event.NSCgroup, event.NSIPC, event.NSMnt, event.NSNet, event.NSPid, event.NSTime, event.NSUser, event.NSUTS}
+
+// Namespace is one namespace and who keeps it alive.
+type Namespace struct {
+	Type  event.NSType
+	Inode uint64
+	PIDs  []uint32 // processes in it, in order
+	// Mounts are bind mounts of it (ip netns add), FDs processes holding
+	// it open ("PID/FD").
+	Mounts []string
+	FDs    []string
+}
+
+type nsKey struct {
+	typ   event.NSType
+	inode uint64
+}
+
+// Namespaces lists every namespace that a process is in, or that a bind
+// mount (mountinfo) or an open fd keeps alive, sorted by type and inode.
+func Namespaces(procRoot, mountinfo string, procs []Proc) []Namespace {
+	byKey := map[nsKey]*Namespace{}
+	get := func(t event.NSType, ino uint64) *Namespace {
+		k := nsKey{t, ino}
+		n := byKey[k]
+		if n == nil {
+			n = &Namespace{Type: t, Inode: ino}
+			byKey[k] = n
+		}
+		return n
+	}
+	for _, p := range procs {
+		for _, t := range ListedTypes {
+			if ino := p.NS[t]; ino != 0 {
+				n := get(t, ino)
+				n.PIDs = append(n.PIDs, p.PID)
+			}
+		}
+	}
+	for _, m := range NSMounts(mountinfo) {
+		n := get(m.Type, m.Inode)
+		n.Mounts = append(n.Mounts, m.Path)
+	}
+	for _, p := range procs {
+		fdDir := filepath.Join(procRoot, strconv.Itoa(int(p.PID)), "fd")
+		fds, _ := os.ReadDir(fdDir)
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil {
+				continue
+			}
+			typ, ino, ok := ParseLink(target)
+			t, known := event.ParseNSType(typ)
+			if !ok || !known {
+				continue
+			}
+			if t == event.NSPidForChildren {
+				t = event.NSPid
+			}
+			if t == event.NSTimeForChildren {
+				t = event.NSTime
+			}
+			n := get(t, ino)
+			n.FDs = append(n.FDs, strconv.Itoa(int(p.PID))+"/"+fd.Name())
+		}
+	}
+	out := make([]Namespace, 0, len(byKey))
+	for _, n := range byKey {
+		out = append(out, *n)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Type != out[j].Type {
+			return out[i].Type < out[j].Type
+		}
+		return out[i].Inode < out[j].Inode
+	})
+	return out
+}
+
+// NSMount is a namespace file bind-mounted somewhere.
+type NSMount struct {
+	Type  event.NSType
+	Inode uint64
+	Path  string
+}
+
+// NSMounts lists the nsfs bind mounts in a mountinfo file: the namespaces
+// that `ip netns add` and `unshare --net=FILE` keep without a process.
+func NSMounts(mountinfo string) []NSMount {
+	f, err := os.Open(mountinfo)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []NSMount
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fields, fs := strings.Fields(pre), strings.Fields(post)
+		if len(fields) < 5 || len(fs) < 1 || fs[0] != "nsfs" {
+			continue
+		}
+		typ, ino, ok := ParseLink(fields[3])
+		t, known := event.ParseNSType(typ)
+		path := unescapeMount(fields[4])
+		if !ok || !known || seen[path] {
+			continue
+		}
+		seen[path] = true
+		out = append(out, NSMount{t, ino, path})
+	}
+	return out
+}
