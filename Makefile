@@ -13,7 +13,7 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build generate check-generated test test-unit fuzz bench run clean
+.PHONY: all build generate check-generated test test-unit test-kernels fuzz bench run clean
 
 all: build
 
@@ -49,6 +49,13 @@ bench: build
 	CGO_ENABLED=0 $(GO) build -o bin/execstorm ./cmd/execstorm
 	CGO_ENABLED=0 $(GO) build -o bin/nstrace-bench ./cmd/nstrace-bench
 	./bin/nstrace-bench -nstrace ./$(BIN) -storm ./bin/execstorm $(BENCH_ARGS)
+
+# The privileged suite on the host and, under qemu, on each kernel of
+# cmd/nstrace-vmtest/kernels.txt (Debian's 6.1 and 6.12); as root, with
+# qemu-system-x86 and busybox-static installed.
+test-kernels:
+	CGO_ENABLED=0 $(GO) build -o bin/nstrace-vmtest ./cmd/nstrace-vmtest
+	./bin/nstrace-vmtest $(VMTEST_ARGS)
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 30s ./internal/probe

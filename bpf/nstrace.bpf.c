@@ -445,6 +445,19 @@ static __always_inline int ns_type(struct ns_common *ns)
 	return BPF_CORE_READ(ns, ops, type);
 }
 
+static __always_inline bool is_pidfd_anon(struct file *f)
+{
+	static const char want[] = "[pidfd]";
+	char name[sizeof(want)] = {};
+
+	if (bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(f, f_path.dentry, d_name.name)) != sizeof(want))
+		return false;
+	for (int i = 0; i < (int)sizeof(want); i++)
+		if (name[i] != want[i])
+			return false;
+	return true;
+}
+
 /* setns(fd, nstype): note what the fd refers to before the call. */
 static __always_inline void setns_enter(int fd, int nstype)
 {
@@ -474,6 +487,16 @@ static __always_inline void setns_enter(int fd, int nstype)
 		e->flags |= NST_F_TARGET_PIDFD;
 		e->target_pid = BPF_CORE_READ((struct pid *)priv, numbers[0].nr);
 		break;
+	default:
+		/*
+		 * Before pidfs, a pidfd is an anonymous inode file named
+		 * "[pidfd]" whose private data is the struct pid.
+		 */
+		if (is_pidfd_anon(f)) {
+			e->flags |= NST_F_TARGET_PIDFD;
+			priv = BPF_CORE_READ(f, private_data);
+			e->target_pid = BPF_CORE_READ((struct pid *)priv, numbers[0].nr);
+		}
 	}
 }
 

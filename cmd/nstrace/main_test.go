@@ -28,7 +28,14 @@ const mainEnv = "NSTRACE_TEST_RUN_MAIN"
 // stormEnv makes the test binary an exec storm: "N WORKERS MARKER DONEFILE".
 const stormEnv = "NSTRACE_TEST_STORM"
 
+// exit0Env makes the test binary exit 0 at once: a harmless program to
+// run under a hostile name.
+const exit0Env = "NSTRACE_TEST_EXIT0"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(exit0Env) == "1" {
+		os.Exit(0)
+	}
 	// The storm comes first: it runs under a traced command, where the
 	// environment also asks for nstrace's main.
 	if spec := os.Getenv(stormEnv); spec != "" {

@@ -21,6 +21,24 @@ import (
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
+// lsnsEntry is a namespace in lsns -J output; some versions nest them.
+type lsnsEntry struct {
+	NS       uint64      `json:"ns"`
+	Type     string      `json:"type"`
+	NProcs   int         `json:"nprocs"`
+	PID      uint32      `json:"pid"`
+	Children []lsnsEntry `json:"children"`
+}
+
+func flattenLsns(in []lsnsEntry) []lsnsEntry {
+	var out []lsnsEntry
+	for _, e := range in {
+		out = append(out, e)
+		out = append(out, flattenLsns(e.Children)...)
+	}
+	return out
+}
+
 // nsJSON runs `nstrace ns --json ARGS` and returns its objects.
 func nsJSON(t *testing.T, args ...string) []map[string]any {
 	t.Helper()
@@ -175,18 +193,13 @@ func TestPrivilegedNSListing(t *testing.T) {
 		t.Fatalf("lsns: %v", err)
 	}
 	var ls struct {
-		Namespaces []struct {
-			NS     uint64 `json:"ns"`
-			Type   string `json:"type"`
-			NProcs int    `json:"nprocs"`
-			PID    uint32 `json:"pid"`
-		} `json:"namespaces"`
+		Namespaces []lsnsEntry `json:"namespaces"`
 	}
 	if err := json.Unmarshal(out, &ls); err != nil {
 		t.Fatal(err)
 	}
 	checked := 0
-	for _, n := range ls.Namespaces {
+	for _, n := range flattenLsns(ls.Namespaces) {
 		if n.NS != slNS[event.NSNet] && n.NS != initNS[event.NSNet] {
 			continue
 		}
@@ -197,7 +210,7 @@ func TestPrivilegedNSListing(t *testing.T) {
 		}
 	}
 	if checked != 2 {
-		t.Errorf("lsns listed %d of the test's 2 net namespaces", checked)
+		t.Errorf("lsns listed %d of the test's 2 net namespaces (%d, %d):\n%s", checked, slNS[event.NSNet], initNS[event.NSNet], out)
 	}
 
 	// One process's namespaces, and one namespace's processes.

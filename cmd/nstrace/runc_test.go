@@ -62,8 +62,16 @@ func runc(t *testing.T, dir string, args ...string) {
 	t.Helper()
 	cmd := exec.Command("runc", args...)
 	cmd.Dir = dir
+	errs, err := os.CreateTemp("", "runc-stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(errs.Name())
+	defer errs.Close()
+	cmd.Stderr = errs
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("runc %v: %v", args, err)
+		msg, _ := os.ReadFile(errs.Name())
+		t.Fatalf("runc %v: %v: %s", args, err, msg)
 	}
 }
 

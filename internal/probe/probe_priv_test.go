@@ -493,7 +493,9 @@ func TestPrivilegedPIDFilterInKernel(t *testing.T) {
 		t.Run(fmt.Sprintf("follow=%v", follow), func(t *testing.T) {
 			all := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
 			b, g, a := marker(), marker(), marker()
-			sh := exec.Command("sh", "-c", "read x; /bin/true "+b+"; sh -c '/bin/true "+g+"'")
+			// "; exit 0" keeps any shell from exec'ing its last command
+			// in place, which would make the grandchild the child.
+			sh := exec.Command("sh", "-c", "read x; /bin/true "+b+"; sh -c '/bin/true "+g+"; exit 0'; exit 0")
 			in, err := sh.StdinPipe()
 			if err != nil {
 				t.Fatal(err)
