@@ -105,18 +105,22 @@ func main() {
 	}
 
 	fmt.Println()
-	failed := false
+	passed, failed := 0, 0
 	for _, r := range results {
 		status := "PASS"
-		if !r.ok {
-			status, failed = "FAIL", true
+		if r.ok {
+			passed++
+		} else {
+			status = "FAIL"
+			failed++
 		}
 		fmt.Printf("%-4s  %s\n", status, r.kernel)
 		if !r.ok {
 			fmt.Println(indent(r.detail))
 		}
 	}
-	if failed {
+	fmt.Printf("kernels: %d passed, %d failed\n", passed, failed)
+	if failed > 0 || passed == 0 {
 		os.Exit(1)
 	}
 }

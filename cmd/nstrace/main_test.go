@@ -138,26 +138,13 @@ type feed struct {
 	stderr *bytes.Buffer
 }
 
-// startFeed starts nstrace and returns once it is attached.
+// startFeed starts nstrace and returns once it is attached, with its
+// output parsed as JSON lines as they come.
 func startFeed(t *testing.T, args ...string) *feed {
 	t.Helper()
-	ready, readyW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := nstraceCmd(append(args, "--ready-fd=3")...)
-	cmd.ExtraFiles = []*os.File{readyW}
-	f := &feed{cmd: cmd, lines: make(chan map[string]any, 100000), stderr: &bytes.Buffer{}}
-	cmd.Stderr = f.stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	readyW.Close()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	f := &feed{lines: make(chan map[string]any, 100000), stderr: &bytes.Buffer{}}
+	var out io.ReadCloser
+	f.cmd, out = startRaw(t, f.stderr, args...)
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -170,11 +157,6 @@ func startFeed(t *testing.T, args ...string) *feed {
 		}
 		close(f.lines)
 	}()
-	buf := make([]byte, 1)
-	if _, err := ready.Read(buf); err != nil {
-		_ = cmd.Wait()
-		t.Fatalf("nstrace never became ready: %v; stderr: %s", err, f.stderr)
-	}
 	return f
 }
 

@@ -168,18 +168,14 @@ func listNS(w *nsWorld, asJSON bool, out io.Writer) error {
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(out)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
+		if err := encodeLines(out, rows); err != nil {
+			return err
 		}
+		var marks []map[string]any
 		for _, p := range unreadable {
-			if err := enc.Encode(map[string]any{"pid": p.PID, "comm": p.Comm, "unreadable": true}); err != nil {
-				return err
-			}
+			marks = append(marks, map[string]any{"pid": p.PID, "comm": p.Comm, "unreadable": true})
 		}
-		return nil
+		return encodeLines(out, marks)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NS\tTYPE\tNPROCS\tPID\tCOMM\tCONTAINER\tHOST\tHELD BY")
@@ -230,13 +226,7 @@ func procsInNS(w *nsWorld, spec nsSpec, asJSON bool, out io.Writer) error {
 		return fmt.Errorf("no process is in namespace %d", spec.inode)
 	}
 	if asJSON {
-		enc := json.NewEncoder(out)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return encodeLines(out, rows)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tNSPID\tPPID\tCOMM\tCONTAINER\tCGROUP")
@@ -270,13 +260,7 @@ func nsOfProcess(w *nsWorld, pid uint32, asJSON bool, out io.Writer) error {
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(out)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return encodeLines(out, rows)
 	}
 	fmt.Fprintf(out, "pid %d (%s), nspid %d, ppid %d, container %s, cgroup %s\n", p.PID, escapeCell(p.Comm), p.NSPID, p.PPID, containerCell(c), escapeCell(p.Cgroup))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -285,6 +269,17 @@ func nsOfProcess(w *nsWorld, pid uint32, asJSON bool, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\n", r.Type, r.Inode, yesNo(r.Host), r.NProcs)
 	}
 	return tw.Flush()
+}
+
+// encodeLines writes one JSON object per line.
+func encodeLines[T any](out io.Writer, rows []T) error {
+	enc := json.NewEncoder(out)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func containerCell(c *containerJSON) string {

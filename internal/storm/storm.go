@@ -24,10 +24,7 @@ func Run(n, workers int, path string, args ...string) error {
 	var mu sync.Mutex
 	failed := 0
 	for w := 0; w < workers; w++ {
-		count := n / workers
-		if w < n%workers {
-			count++
-		}
+		count := share(n, workers, w)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -52,6 +49,14 @@ func Run(n, workers int, path string, args ...string) error {
 	return nil
 }
 
+// share is worker w's part of n runs.
+func share(n, workers, w int) int {
+	if w < n%workers {
+		return n/workers + 1
+	}
+	return n / workers
+}
+
 // Forks creates n processes in all over workers, each exiting at once
 // without exec: the cheapest process birth and death there is, for
 // measuring how many events a tracer sustains.
@@ -62,10 +67,7 @@ func Forks(n, workers int) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := 0; w < workers; w++ {
-		count := n / workers
-		if w < n%workers {
-			count++
-		}
+		count := share(n, workers, w)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
