@@ -92,6 +92,15 @@ func TestUserFilter(t *testing.T) {
 	if f.pass(&in) || !f.pass(&out) {
 		t.Error("--no-host")
 	}
+	// --ns-changes: a fork into a new net namespace passes, a plain fork,
+	// an exec and a setns that changed nothing do not.
+	f = userFilter{nsChanges: true}
+	moved := event.Event{Kind: event.Fork, NS: host, ChildNS: out.NS}
+	plain := event.Event{Kind: event.Fork, NS: host, ChildNS: host}
+	noop := event.Event{Kind: event.Setns, NS: host, PrevNS: host}
+	if !f.pass(&moved) || f.pass(&plain) || f.pass(&in) || f.pass(&noop) {
+		t.Error("--ns-changes")
+	}
 }
 
 // runJSON runs nstrace to completion and returns its status and events.
