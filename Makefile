@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # nstrace: build, test and run.
 
-GO ?= go
+# sudo's PATH often lacks Go's directory: fall back to where it installs.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # The BPF objects are committed; regenerating them needs exactly this clang
 # so that `make check-generated` compares like with like.
 CLANG ?= clang-14
@@ -13,7 +14,7 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build generate check-generated test test-unit test-kernels fuzz bench run clean
+.PHONY: all build generate check-generated test-deps test test-unit test-kernels fuzz bench run clean
 
 all: build
 
@@ -32,9 +33,20 @@ check-generated: generate
 	fi
 	@echo "generated BPF objects match bpf/ sources"
 
+# Tools the privileged tests run; as root, missing ones are installed.
+TEST_TOOLS := runc busybox ip unshare nsenter lsns
+TEST_PKGS := runc busybox-static iproute2 util-linux
+
+test-deps:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing what the tests run:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PKGS) >/dev/null; \
+	fi
+
 # All tests. As root this includes the privileged suite, which loads the
 # real BPF programs; it never silently skips there.
-test:
+test: test-deps
 	@if [ "$$(id -u)" = 0 ]; then export NSTRACE_PRIVILEGED_TESTS=1; fi; \
 	$(GO) test -count=1 ./...
 
