@@ -100,6 +100,15 @@ struct {
 	__type(value, struct event);
 } pending SEC(".maps");
 
+/*
+ * The current task, read through CO-RE like any other: bpf_get_current_task
+ * works from Linux 4.8, where bpf_get_current_task_btf needs 5.11.
+ */
+static __always_inline struct task_struct *current_task(void)
+{
+	return (struct task_struct *)bpf_get_current_task();
+}
+
 static __always_inline void count_lost(void)
 {
 	__u32 zero = 0;
@@ -406,7 +415,7 @@ static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd)
 	e.kind = kind;
 	e.flags_raw = flags_raw;
 	e.fd = fd;
-	read_ns(bpf_get_current_task_btf(), e.ns_other);
+	read_ns(current_task(), e.ns_other);
 	bpf_map_update_elem(&pending, &tid, &e, BPF_ANY);
 }
 
@@ -417,7 +426,7 @@ static __always_inline void pending_finish(long ret)
 
 	if (!e)
 		return;
-	fill_task(e, bpf_get_current_task_btf());
+	fill_task(e, current_task());
 	e->ret = ret;
 	if (ns_wanted(e))
 		emit(e, sizeof(*e));
@@ -471,7 +480,7 @@ static __always_inline void setns_enter(int fd, int nstype)
 	e = bpf_map_lookup_elem(&pending, &tid);
 	if (!e)
 		return;
-	f = task_file(bpf_get_current_task_btf(), fd);
+	f = task_file(current_task(), fd);
 	if (!f)
 		return;
 	ino = BPF_CORE_READ(f, f_inode);
@@ -525,7 +534,7 @@ static __always_inline void clone_exit(long ret)
 		return;
 	/* A failed clone has no fork to report it: do it here. */
 	if (ret < 0) {
-		fill_task(&e, bpf_get_current_task_btf());
+		fill_task(&e, current_task());
 		e.kind = NST_EV_CLONE;
 		e.flags_raw = *flags;
 		e.ret = ret;
