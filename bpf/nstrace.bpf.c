@@ -474,6 +474,7 @@ static __always_inline void setns_enter(int fd, int nstype)
 	struct file *f;
 	struct inode *ino;
 	struct event *e;
+	struct pid *pid;
 	void *priv;
 
 	pending_start(NST_EV_SETNS, (__u32)nstype, fd);
@@ -490,23 +491,22 @@ static __always_inline void setns_enter(int fd, int nstype)
 		e->flags |= NST_F_TARGET_NSFS;
 		e->target_ns = BPF_CORE_READ(ino, i_ino);
 		e->target_type = ns_type(priv);
-		break;
+		return;
 	case PIDFS_MAGIC:
 		/* pidfs (Linux 6.9) keeps the struct pid in the inode. */
-		e->flags |= NST_F_TARGET_PIDFD;
-		e->target_pid = BPF_CORE_READ((struct pid *)priv, numbers[0].nr);
+		pid = priv;
 		break;
 	default:
 		/*
 		 * Before pidfs, a pidfd is an anonymous inode file named
 		 * "[pidfd]" whose private data is the struct pid.
 		 */
-		if (is_pidfd_anon(f)) {
-			e->flags |= NST_F_TARGET_PIDFD;
-			priv = BPF_CORE_READ(f, private_data);
-			e->target_pid = BPF_CORE_READ((struct pid *)priv, numbers[0].nr);
-		}
+		if (!is_pidfd_anon(f))
+			return;
+		pid = BPF_CORE_READ(f, private_data);
 	}
+	e->flags |= NST_F_TARGET_PIDFD;
+	e->target_pid = BPF_CORE_READ(pid, numbers[0].nr);
 }
 
 /*
