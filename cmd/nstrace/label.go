@@ -50,31 +50,27 @@ func (o *owners) of(t event.NSType, inode uint64) string {
 	return o.cache[inode]
 }
 
-// ownersIndex names the owner of every namespace on the host: bind mounts
-// first, then the lowest pid in it (or its container).
+// ownersIndex names the owner of every namespace on the host, from the
+// same index `nstrace ns` lists: a bind mount that keeps it, else the
+// lowest pid in it (or that process's container).
 func ownersIndex(procRoot string, containers *container.Registry) map[uint64]string {
+	procs := nsinfo.Procs(procRoot)
 	index := map[uint64]string{}
-	for _, m := range nsinfo.NSMounts(filepath.Join(procRoot, "self", "mountinfo")) {
-		if name, ok := strings.CutPrefix(m.Path, "/run/netns/"); ok {
-			index[m.Inode] = "netns " + name
-		} else {
-			index[m.Inode] = "mount " + m.Path
-		}
-	}
-	for _, p := range nsinfo.Procs(procRoot) {
-		owner := ""
-		for _, ino := range p.NS {
-			if ino == 0 || index[ino] != "" {
-				continue
+	for _, n := range nsinfo.Namespaces(filepath.Join(procRoot, "self", "mountinfo"), procs) {
+		switch {
+		case len(n.Mounts) > 0:
+			if name, ok := strings.CutPrefix(n.Mounts[0], "/run/netns/"); ok {
+				index[n.Inode] = "netns " + name
+			} else {
+				index[n.Inode] = "mount " + n.Mounts[0]
 			}
-			if owner == "" {
-				if c := containers.Lookup(p.Cgroup, p.NS[event.NSPid]); c != nil {
-					owner = "container " + c.Short()
-				} else {
-					owner = fmt.Sprintf("pid %d %s", p.PID, p.Comm)
-				}
+		case len(n.PIDs) > 0:
+			p, _ := nsinfo.FindProc(procs, n.PIDs[0])
+			if c := containers.Lookup(p.Cgroup, p.NS[event.NSPid]); c != nil {
+				index[n.Inode] = "container " + c.Short()
+			} else {
+				index[n.Inode] = fmt.Sprintf("pid %d %s", p.PID, p.Comm)
 			}
-			index[ino] = owner
 		}
 	}
 	return index
@@ -82,13 +78,5 @@ func ownersIndex(procRoot string, containers *container.Registry) map[uint64]str
 
 // nsTypeOfBit maps a CLONE_NEW* bit to its namespace type.
 func nsTypeOfBit(bit uint64) (event.NSType, bool) {
-	for t := event.NSType(0); t < event.NSCount; t++ {
-		if t == event.NSPidForChildren || t == event.NSTimeForChildren {
-			continue
-		}
-		if nsflag.TypeName(bit) == t.String() {
-			return t, true
-		}
-	}
-	return 0, false
+	return event.ParseNSType(nsflag.TypeName(bit))
 }

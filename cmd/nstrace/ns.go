@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -44,14 +43,6 @@ func loadWorld(procRoot string) *nsWorld {
 		procs:      nsinfo.Procs(procRoot),
 		containers: container.NewRegistry(procRoot, container.RuncRoots, host[event.NSPid]),
 	}
-}
-
-func (w *nsWorld) proc(pid uint32) (nsinfo.Proc, bool) {
-	i, found := slices.BinarySearchFunc(w.procs, pid, func(p nsinfo.Proc, pid uint32) int { return int(p.PID) - int(pid) })
-	if !found {
-		return nsinfo.Proc{}, false
-	}
-	return w.procs[i], true
 }
 
 func (w *nsWorld) containerOf(p nsinfo.Proc) *event.Container {
@@ -151,10 +142,10 @@ func nsMain(args []string, stdout, stderr io.Writer, procRoot string) int {
 
 func listNS(w *nsWorld, asJSON bool, out io.Writer) error {
 	var rows []nsRow
-	for _, n := range nsinfo.Namespaces(w.procRoot, w.mountinfo, w.procs) {
+	for _, n := range nsinfo.NamespacesHeldOpen(w.procRoot, w.mountinfo, w.procs) {
 		r := nsRow{Inode: n.Inode, Type: n.Type.String(), NProcs: len(n.PIDs), Host: w.host[n.Type] == n.Inode, Mounts: n.Mounts, FDs: n.FDs}
 		if len(n.PIDs) > 0 {
-			if p, ok := w.proc(n.PIDs[0]); ok {
+			if p, ok := nsinfo.FindProc(w.procs, n.PIDs[0]); ok {
 				r.PID, r.Comm = p.PID, p.Comm
 				r.Container = toJSON(w.containerOf(p))
 			}
@@ -237,7 +228,7 @@ func procsInNS(w *nsWorld, spec nsSpec, asJSON bool, out io.Writer) error {
 }
 
 func nsOfProcess(w *nsWorld, pid uint32, asJSON bool, out io.Writer) error {
-	p, ok := w.proc(pid)
+	p, ok := nsinfo.FindProc(w.procs, pid)
 	if !ok {
 		return fmt.Errorf("no process %d", pid)
 	}

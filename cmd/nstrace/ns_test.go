@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/nsinfo"
 	"github.com/nstrace/nstrace/internal/testutil"
@@ -111,6 +112,53 @@ func TestNSListingFakeProc(t *testing.T) {
 	out.Reset()
 	if code := nsMain([]string{"net:4026532500"}, &out, &stderr, root); code != 0 || !strings.Contains(out.String(), `b\x1b[31m`) {
 		t.Errorf("processes in net:[4026532500]: %s %s", out.String(), stderr.String())
+	}
+}
+
+func TestOwnersFakeProc(t *testing.T) {
+	// The tracer's labels come from the same index as the listing: a bind
+	// mount first, else the lowest pid in the namespace.
+	root := t.TempDir()
+	for pid, links := range map[string]map[string]string{
+		"20": {"net": "net:[4026532500]", "pid_for_children": "pid:[4026532600]"},
+		"21": {"net": "net:[4026532500]", "pid": "pid:[4026532600]"},
+		"22": {"net": "net:[4026532700]"},
+	} {
+		dir := filepath.Join(root, pid, "ns")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for n, target := range links {
+			if err := os.Symlink(target, filepath.Join(dir, n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		status := fmt.Sprintf("Name:\tp%s\nPPid:\t1\n", pid)
+		if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "self"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mounts := "181 86 0:4 net:[4026532700] /run/netns/blue rw shared:2 - nsfs nsfs rw\n"
+	if err := os.WriteFile(filepath.Join(root, "self", "mountinfo"), []byte(mounts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := newOwners(root, event.NS{}, container.NewRegistry(root, nil, 0))
+	for _, c := range []struct {
+		t    event.NSType
+		ino  uint64
+		want string
+	}{
+		{event.NSNet, 4026532500, "pid 20 p20"},
+		{event.NSPid, 4026532600, "pid 21 p21"}, // 20 only sends its children there
+		{event.NSNet, 4026532700, "netns blue"},
+		{event.NSNet, 4026532999, ""},
+	} {
+		if got := o.of(c.t, c.ino); got != c.want {
+			t.Errorf("%s:[%d]: %q, want %q", c.t, c.ino, got, c.want)
+		}
 	}
 }
 

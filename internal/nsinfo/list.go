@@ -101,56 +101,42 @@ type nsKey struct {
 	inode uint64
 }
 
-// Namespaces lists every namespace that a process is in, or that a bind
-// mount (mountinfo) or an open fd keeps alive, sorted by type and inode.
-func Namespaces(procRoot, mountinfo string, procs []Proc) []Namespace {
-	byKey := map[nsKey]*Namespace{}
-	get := func(t event.NSType, ino uint64) *Namespace {
-		k := nsKey{t, ino}
-		n := byKey[k]
-		if n == nil {
-			n = &Namespace{Type: t, Inode: ino}
-			byKey[k] = n
-		}
-		return n
+// nsIndex gathers namespaces by type and inode.
+type nsIndex map[nsKey]*Namespace
+
+func (x nsIndex) get(t event.NSType, ino uint64) *Namespace {
+	k := nsKey{t, ino}
+	n := x[k]
+	if n == nil {
+		n = &Namespace{Type: t, Inode: ino}
+		x[k] = n
 	}
+	return n
+}
+
+// processesAndMounts indexes the namespaces processes are in and those
+// bind mounts (mountinfo) keep.
+func processesAndMounts(mountinfo string, procs []Proc) nsIndex {
+	x := nsIndex{}
 	for _, p := range procs {
 		for _, t := range ListedTypes {
 			if ino := p.NS[t]; ino != 0 {
-				n := get(t, ino)
+				n := x.get(t, ino)
 				n.PIDs = append(n.PIDs, p.PID)
 			}
 		}
 	}
 	for _, m := range NSMounts(mountinfo) {
-		n := get(m.Type, m.Inode)
+		n := x.get(m.Type, m.Inode)
 		n.Mounts = append(n.Mounts, m.Path)
 	}
-	for _, p := range procs {
-		fdDir := filepath.Join(procRoot, strconv.Itoa(int(p.PID)), "fd")
-		fds, _ := os.ReadDir(fdDir)
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil {
-				continue
-			}
-			typ, ino, ok := ParseLink(target)
-			t, known := event.ParseNSType(typ)
-			if !ok || !known {
-				continue
-			}
-			if t == event.NSPidForChildren {
-				t = event.NSPid
-			}
-			if t == event.NSTimeForChildren {
-				t = event.NSTime
-			}
-			n := get(t, ino)
-			n.FDs = append(n.FDs, strconv.Itoa(int(p.PID))+"/"+fd.Name())
-		}
-	}
-	out := make([]Namespace, 0, len(byKey))
-	for _, n := range byKey {
+	return x
+}
+
+// sorted lists the index by type and inode.
+func (x nsIndex) sorted() []Namespace {
+	out := make([]Namespace, 0, len(x))
+	for _, n := range x {
 		out = append(out, *n)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -160,6 +146,47 @@ func Namespaces(procRoot, mountinfo string, procs []Proc) []Namespace {
 		return out[i].Inode < out[j].Inode
 	})
 	return out
+}
+
+// Namespaces lists every namespace that a process is in, or that a bind
+// mount (mountinfo) keeps alive, sorted by type and inode.
+func Namespaces(mountinfo string, procs []Proc) []Namespace {
+	return processesAndMounts(mountinfo, procs).sorted()
+}
+
+// NamespacesHeldOpen is Namespaces and also the namespaces processes hold
+// open by fd. It reads every fd of every process, so the listing uses it
+// and the tracer does not.
+func NamespacesHeldOpen(procRoot, mountinfo string, procs []Proc) []Namespace {
+	x := processesAndMounts(mountinfo, procs)
+	for _, p := range procs {
+		fdDir := filepath.Join(procRoot, strconv.Itoa(int(p.PID)), "fd")
+		fds, _ := os.ReadDir(fdDir)
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil {
+				continue
+			}
+			// An fd on pid_for_children reads "pid:[...]" too.
+			typ, ino, ok := ParseLink(target)
+			t, known := event.ParseNSType(typ)
+			if !ok || !known {
+				continue
+			}
+			n := x.get(t, ino)
+			n.FDs = append(n.FDs, strconv.Itoa(int(p.PID))+"/"+fd.Name())
+		}
+	}
+	return x.sorted()
+}
+
+// FindProc finds pid in procs, which are in pid order (as Procs returns).
+func FindProc(procs []Proc, pid uint32) (Proc, bool) {
+	i, found := sort.Find(len(procs), func(i int) int { return int(pid) - int(procs[i].PID) })
+	if !found {
+		return Proc{}, false
+	}
+	return procs[i], true
 }
 
 // NSMount is a namespace file bind-mounted somewhere.

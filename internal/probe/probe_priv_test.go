@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/nsflag"
 	"github.com/nstrace/nstrace/internal/nsinfo"
 	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/testutil"
@@ -353,13 +354,7 @@ func TestPrivilegedNsenter(t *testing.T) {
 }
 
 func nsTypeOfBit(bit uint64) (event.NSType, bool) {
-	m := map[uint64]event.NSType{
-		unix.CLONE_NEWCGROUP: event.NSCgroup, unix.CLONE_NEWIPC: event.NSIPC, unix.CLONE_NEWNS: event.NSMnt,
-		unix.CLONE_NEWNET: event.NSNet, unix.CLONE_NEWPID: event.NSPid, unix.CLONE_NEWTIME: event.NSTime,
-		unix.CLONE_NEWUSER: event.NSUser, unix.CLONE_NEWUTS: event.NSUTS,
-	}
-	typ, ok := m[bit]
-	return typ, ok
+	return event.ParseNSType(nsflag.TypeName(bit))
 }
 
 func TestPrivilegedSetnsPidfd(t *testing.T) {
