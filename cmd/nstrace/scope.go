@@ -121,8 +121,11 @@ func nsFilter(opts options, host event.NS) (map[uint32]uint32, error) {
 			}
 		}
 	}
+	cgroupRoot := ""
+	if len(opts.containers) > 0 {
+		cgroupRoot, _ = nsinfo.Cgroup2Mount("/proc/self/mountinfo")
+	}
 	for _, ref := range opts.containers {
-		cgroupRoot, _ := nsinfo.Cgroup2Mount("/proc/self/mountinfo")
 		pid, _, err := container.Find(nsinfo.ProcRoot, cgroupRoot, container.RuncRoots, ref)
 		if err != nil {
 			return nil, fmt.Errorf("--container: %w", err)

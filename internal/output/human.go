@@ -67,6 +67,17 @@ func pad(b []byte, s []byte, width int, right bool) []byte {
 	return b
 }
 
+// appendCell appends text escaped for the terminal, padded to width, and
+// the space that ends the column.
+func appendCell(b, text []byte, width int) []byte {
+	start := len(b)
+	b = appendHuman(b, text)
+	for n := len(b) - start; n < width; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, ' ')
+}
+
 func padUint(b []byte, v uint32, width int) []byte {
 	var tmp [12]byte
 	return pad(b, strconv.AppendUint(tmp[:0], uint64(v), 10), width, true)
@@ -113,19 +124,9 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 		if e.Container != nil {
 			name = e.Container.Short()
 		}
-		start := len(b)
-		b = appendHuman(b, []byte(name))
-		for n := len(b) - start; n < 12; n++ {
-			b = append(b, ' ')
-		}
-		b = append(b, ' ')
+		b = appendCell(b, []byte(name), 12)
 	}
-	start := len(b)
-	b = appendHuman(b, e.Comm)
-	for n := len(b) - start; n < 16; n++ {
-		b = append(b, ' ')
-	}
-	b = append(b, ' ')
+	b = appendCell(b, e.Comm, 16)
 
 	switch e.Kind {
 	case event.Exec:
