@@ -208,15 +208,17 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (int, erro
 			return 0, fmt.Errorf("reading events: %w", err)
 		}
 
+		// Filter first: the filters need no decoration, and decoration
+		// may read /proc.
+		if !filter.pass(&e) {
+			continue
+		}
 		e.Cgroup = cgroups.Path(e.CgroupID)
 		e.Container = containers.Lookup(e.Cgroup, e.NS[event.NSPid])
 		if e.Kind == event.Setns && e.TargetNS != 0 {
 			if t, ok := nsTypeOfBit(e.TargetType); ok {
 				e.TargetOwner = owners.of(t, e.TargetNS)
 			}
-		}
-		if !filter.pass(&e) {
-			continue
 		}
 		seen++
 		if err := w.Write(&e); err != nil {
