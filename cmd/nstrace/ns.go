@@ -237,8 +237,8 @@ func nsOfProcess(w *nsWorld, pid uint32, asJSON bool, out io.Writer) error {
 	}
 	count := map[uint64]int{}
 	for _, q := range w.procs {
-		for t := event.NSType(0); t < event.NSCount; t++ {
-			if t != event.NSPidForChildren && t != event.NSTimeForChildren && q.NS[t] != 0 {
+		for _, t := range nsinfo.ListedTypes {
+			if q.NS[t] != 0 {
 				count[q.NS[t]]++
 			}
 		}

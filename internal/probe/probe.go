@@ -37,11 +37,7 @@ const PollInterval = 50 * time.Millisecond
 type Options struct {
 	Kinds      event.KindSet
 	BufferSize int // bytes, a power of two multiple of the page size
-	// WakeupBytes is how much queued data wakes the reader at once; below
-	// it, events wait for the next poll. 0 picks an eighth of the buffer;
-	// -1 wakes the reader on every event.
-	WakeupBytes int
-	Debug       bool
+	Debug      bool
 
 	// FilterPIDs reports only processes in the traced set: PIDs, and the
 	// ones added later with Trace. Follow adds every child of a traced
@@ -159,13 +155,9 @@ func Open(opts Options) (_ *Probe, err error) {
 	spec.Maps["exec_heap"].MaxEntries = uint32(cpus)
 	spec.Maps["events"].MaxEntries = uint32(opts.BufferSize)
 
-	wakeup := opts.WakeupBytes
-	switch {
-	case wakeup == 0:
-		wakeup = opts.BufferSize / 8
-	case wakeup < 0:
-		wakeup = 0
-	}
+	// An eighth of the buffer queued wakes the reader at once; less waits
+	// for its poll, or wakes it if it was idle (see wakeup_flags).
+	wakeup := opts.BufferSize / 8
 	vars := map[string]any{
 		"nst_want_fork":    b2u(opts.Kinds.Has(event.Fork)),
 		"nst_want_exec":    b2u(opts.Kinds.Has(event.Exec)),
