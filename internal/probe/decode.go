@@ -61,8 +61,7 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 	// The record is read with the host's byte order (binary.NativeEndian)
 	// and layout: bpf2go generated nstraceEvent from the same C definition.
 	// A copy through unsafe avoids a reflective decode per event.
-	var r nstraceEvent
-	r = *(*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	r := *(*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
 
 	if r.Kind == 0 || int(r.Kind) >= len(kinds) {
 		return fmt.Errorf("%w %d", ErrUnknownKind, r.Kind)
