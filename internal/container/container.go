@@ -110,31 +110,35 @@ type Runc struct {
 	PidNS   uint64
 }
 
+// runcStates lists the state.json files under roots: one per container.
+func runcStates(roots []string) []string {
+	var out []string
+	for _, pattern := range roots {
+		states, _ := filepath.Glob(filepath.Join(pattern, "*", "state.json"))
+		out = append(out, states...)
+	}
+	return out
+}
+
 // ScanRunc lists the runc containers whose state is under roots, with the
 // pid namespace of their init process (0 if it cannot be read).
 func ScanRunc(procRoot string, roots []string) []Runc {
 	var out []Runc
-	for _, pattern := range roots {
-		dirs, _ := filepath.Glob(pattern)
-		for _, dir := range dirs {
-			states, _ := filepath.Glob(filepath.Join(dir, "*", "state.json"))
-			for _, path := range states {
-				b, err := os.ReadFile(path)
-				if err != nil {
-					continue
-				}
-				var st runcState
-				if json.Unmarshal(b, &st) != nil || st.ID == "" {
-					continue
-				}
-				r := Runc{Info: Info{ID: st.ID, Name: st.ID, Runtime: "runc"}, InitPID: uint32(st.InitPID)}
-				if st.InitPID > 0 {
-					ns, _ := nsinfo.ReadNS(procRoot, strconv.Itoa(st.InitPID))
-					r.PidNS = ns[event.NSPid]
-				}
-				out = append(out, r)
-			}
+	for _, path := range runcStates(roots) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
 		}
+		var st runcState
+		if json.Unmarshal(b, &st) != nil || st.ID == "" {
+			continue
+		}
+		r := Runc{Info: Info{ID: st.ID, Name: st.ID, Runtime: "runc"}, InitPID: uint32(st.InitPID)}
+		if st.InitPID > 0 {
+			ns, _ := nsinfo.ReadNS(procRoot, strconv.Itoa(st.InitPID))
+			r.PidNS = ns[event.NSPid]
+		}
+		out = append(out, r)
 	}
 	return out
 }
@@ -168,12 +172,9 @@ func NewRegistry(procRoot string, runcRoots []string, hostPidNS uint64) *Registr
 // it changes whenever a container is created, started or removed.
 func (r *Registry) stateStamp() string {
 	var b strings.Builder
-	for _, pattern := range r.runcRoots {
-		states, _ := filepath.Glob(filepath.Join(pattern, "*", "state.json"))
-		for _, path := range states {
-			if st, err := os.Stat(path); err == nil {
-				fmt.Fprintf(&b, "%s %d %d\n", path, st.ModTime().UnixNano(), st.Size())
-			}
+	for _, path := range runcStates(r.runcRoots) {
+		if st, err := os.Stat(path); err == nil {
+			fmt.Fprintf(&b, "%s %d %d\n", path, st.ModTime().UnixNano(), st.Size())
 		}
 	}
 	return b.String()
