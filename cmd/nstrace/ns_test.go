@@ -76,29 +76,32 @@ func TestNSUsage(t *testing.T) {
 	}
 }
 
+// fakeProcess makes /proc/PID under root: namespace links and a status.
+func fakeProcess(t *testing.T, root, pid, comm string, links map[string]string) {
+	t.Helper()
+	dir := filepath.Join(root, pid, "ns")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for n, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := fmt.Sprintf("Name:\t%s\nPPid:\t1\nNSpid:\t%s\n", comm, pid)
+	if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestNSListingFakeProc(t *testing.T) {
 	// A fake /proc: two processes sharing a net namespace, one whose
 	// links cannot be read. The listing must not stumble on the latter.
 	root := t.TempDir()
-	mk := func(pid, comm string, links map[string]string) {
-		dir := filepath.Join(root, pid, "ns")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for n, target := range links {
-			if err := os.Symlink(target, filepath.Join(dir, n)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		status := fmt.Sprintf("Name:\t%s\nPPid:\t1\nNSpid:\t%s\n", comm, pid)
-		if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk("1", "init", nil)
-	mk("10", "a", map[string]string{"net": "net:[4026532500]", "uts": "uts:[4026531838]"})
-	mk("11", "b\x1b[31m", map[string]string{"net": "net:[4026532500]"})
-	mk("self", "nstrace", map[string]string{"uts": "uts:[4026531838]"})
+	fakeProcess(t, root, "1", "init", nil)
+	fakeProcess(t, root, "10", "a", map[string]string{"net": "net:[4026532500]", "uts": "uts:[4026531838]"})
+	fakeProcess(t, root, "11", "b\x1b[31m", map[string]string{"net": "net:[4026532500]"})
+	fakeProcess(t, root, "self", "nstrace", map[string]string{"uts": "uts:[4026531838]"})
 	var out, stderr bytes.Buffer
 	if code := nsMain(nil, &out, &stderr, root); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -119,25 +122,9 @@ func TestOwnersFakeProc(t *testing.T) {
 	// The tracer's labels come from the same index as the listing: a bind
 	// mount first, else the lowest pid in the namespace.
 	root := t.TempDir()
-	for pid, links := range map[string]map[string]string{
-		"20": {"net": "net:[4026532500]", "pid_for_children": "pid:[4026532600]"},
-		"21": {"net": "net:[4026532500]", "pid": "pid:[4026532600]"},
-		"22": {"net": "net:[4026532700]"},
-	} {
-		dir := filepath.Join(root, pid, "ns")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for n, target := range links {
-			if err := os.Symlink(target, filepath.Join(dir, n)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		status := fmt.Sprintf("Name:\tp%s\nPPid:\t1\n", pid)
-		if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fakeProcess(t, root, "20", "p20", map[string]string{"net": "net:[4026532500]", "pid_for_children": "pid:[4026532600]"})
+	fakeProcess(t, root, "21", "p21", map[string]string{"net": "net:[4026532500]", "pid": "pid:[4026532600]"})
+	fakeProcess(t, root, "22", "p22", map[string]string{"net": "net:[4026532700]"})
 	if err := os.MkdirAll(filepath.Join(root, "self"), 0o755); err != nil {
 		t.Fatal(err)
 	}
