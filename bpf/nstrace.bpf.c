@@ -37,8 +37,14 @@ struct exec_buf {
 	char data[NST_FILENAME_MAX + NST_ARGS_MAX];
 };
 
-/* Force the bpf2go type generation of the record. */
+/*
+ * Keep the record and its enums in BTF so that bpf2go writes their Go
+ * mirrors: the Go side never restates them.
+ */
 const struct event *unused_event __attribute__((unused));
+const enum nst_kind *unused_kind __attribute__((unused));
+const enum nst_ns *unused_ns __attribute__((unused));
+const enum nst_flag *unused_flag __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

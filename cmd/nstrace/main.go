@@ -2,6 +2,9 @@
 
 // Command nstrace shows, live, how processes are born, run, change
 // namespaces and die, each event decorated with the process's namespaces.
+//
+// This file turns flags into a tracer.Config, handles signals and exit
+// codes; everything else lives under internal/.
 package main
 
 import (
@@ -19,31 +22,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/nsinfo"
+	"github.com/nstrace/nstrace/internal/launch"
+	"github.com/nstrace/nstrace/internal/nslist"
 	"github.com/nstrace/nstrace/internal/probe"
+	"github.com/nstrace/nstrace/internal/procfs"
+	"github.com/nstrace/nstrace/internal/scope"
+	"github.com/nstrace/nstrace/internal/tracer"
 )
-
-// options is everything the command line chose.
-type options struct {
-	kinds      event.KindSet
-	json       bool
-	allNS      bool
-	nsChanges  bool
-	bufferSize int
-	debug      bool
-	readyFD    int
-	output     string
-
-	// Scope.
-	pids       []uint32
-	follow     bool
-	ns         []nsSpec
-	containers []string
-	comms      []string
-	host       bool
-	noHost     bool
-	command    []string
-}
 
 // usageError is a mistake on the command line: exit status 2.
 type usageError struct{ err error }
@@ -52,6 +37,8 @@ func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+var errHelp = errors.New("help")
 
 const usageHead = `Usage: nstrace [flags] [-- COMMAND [ARG...]]
        nstrace ns [--json] [INODE | TYPE:INODE | -p PID]
@@ -63,96 +50,89 @@ and show only it and its descendants; exit with its status.
 Flags:
 `
 
-func parseFlags(args []string, stderr io.Writer) (options, error) {
-	var o options
+func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
+	cfg := tracer.Config{ReadyFD: -1}
+	sc := &cfg.Scope
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	events := fs.StringP("events", "e", "all", "events to show, comma-separated: fork, exec, exit, clone, unshare, setns, all")
 	setns := fs.Bool("setns", false, "show setns calls (adds setns to -e)")
 	unshare := fs.Bool("unshare", false, "show unshare calls (adds unshare to -e)")
-	fs.BoolVar(&o.nsChanges, "ns-changes", false, "only events that move a process into other namespaces")
+	fs.BoolVar(&sc.NSChanges, "ns-changes", false, "only events that move a process into other namespaces")
 	pids := fs.StringSliceP("pid", "p", nil, "only these processes (PID[,PID...])")
-	fs.BoolVarP(&o.follow, "follow", "f", false, "with --pid: also their descendants born from now on")
+	fs.BoolVarP(&sc.Follow, "follow", "f", false, "with --pid: also their descendants born from now on")
 	nsList := fs.StringArray("ns", nil, "only processes in this namespace: INODE, TYPE:INODE, pid:PID or TYPE:pid:PID (repeatable)")
-	fs.StringArrayVar(&o.containers, "container", nil, "only processes of this container: id, id prefix or runc name (repeatable)")
-	fs.StringArrayVar(&o.comms, "comm", nil, "only processes with this command name (repeatable)")
-	fs.BoolVar(&o.host, "host", false, "only processes in the host's namespaces (nstrace's own)")
-	fs.BoolVar(&o.noHost, "no-host", false, "only processes in some namespace other than the host's")
-	fs.BoolVar(&o.json, "json", false, "one JSON object per line")
-	fs.StringVarP(&o.output, "output", "o", "", "write the feed to this file instead of stdout")
-	fs.BoolVar(&o.allNS, "all-ns", false, "show every namespace, not only those that differ from the host's")
+	fs.StringArrayVar(&sc.Containers, "container", nil, "only processes of this container: id, id prefix or runc name (repeatable)")
+	fs.StringArrayVar(&sc.Comms, "comm", nil, "only processes with this command name (repeatable)")
+	fs.BoolVar(&sc.OnlyHost, "host", false, "only processes in the host's namespaces (nstrace's own)")
+	fs.BoolVar(&sc.NotHost, "no-host", false, "only processes in some namespace other than the host's")
+	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per line")
+	fs.StringVarP(&cfg.Output, "output", "o", "", "write the feed to this file instead of stdout")
+	fs.BoolVar(&cfg.AllNS, "all-ns", false, "show every namespace, not only those that differ from the host's")
 	bufSize := fs.String("buffer-size", strconv.Itoa(probe.DefaultBufferSize>>20)+"M", "ring buffer size (power of two; K, M, G suffixes)")
-	fs.BoolVar(&o.debug, "debug", false, "print the full verifier log if the programs are rejected")
-	fs.IntVar(&o.readyFD, "ready-fd", -1, "write a byte to this fd once attached")
+	fs.BoolVar(&cfg.Debug, "debug", false, "print the full verifier log if the programs are rejected")
+	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "write a byte to this fd once attached")
 	_ = fs.MarkHidden("ready-fd")
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
-		return o, usageError{err}
+		return cfg, usageError{err}
 	}
 	if *help {
 		fmt.Fprint(stderr, usageHead, fs.FlagUsages())
-		return o, errHelp
+		return cfg, errHelp
 	}
 	if dash := fs.ArgsLenAtDash(); dash >= 0 {
 		if dash > 0 {
-			return o, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
+			return cfg, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
 		}
-		o.command = fs.Args()
-		if len(o.command) == 0 {
-			return o, usagef("no command after --")
+		cfg.Command = fs.Args()
+		if len(cfg.Command) == 0 {
+			return cfg, usagef("no command after --")
 		}
 	} else if fs.NArg() > 0 {
-		return o, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
-	}
-	for _, p := range *pids {
-		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 32)
-		if err != nil || n == 0 || n > maxPID {
-			return o, usagef("--pid: %q is not a process id", p)
-		}
-		o.pids = append(o.pids, uint32(n))
-	}
-	if o.follow && len(o.pids) == 0 {
-		return o, usagef("--follow needs --pid")
-	}
-	if len(o.pids) > 0 && len(o.command) > 0 {
-		return o, usagef("--pid and a command do not go together")
-	}
-	if o.host && o.noHost {
-		return o, usagef("--host and --no-host do not go together")
-	}
-	for _, spec := range *nsList {
-		n, err := parseNSSpec(spec)
-		if err != nil {
-			return o, usagef("--ns: %v", err)
-		}
-		o.ns = append(o.ns, n)
+		return cfg, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
 	}
 	var err error
-	if fs.Changed("events") || !(*setns || *unshare) {
-		o.kinds, err = event.ParseKinds(*events)
+	if sc.PIDs, err = scope.ParsePIDs(*pids); err != nil {
+		return cfg, usagef("--pid: %v", err)
+	}
+	if sc.Follow && len(sc.PIDs) == 0 {
+		return cfg, usagef("--follow needs --pid")
+	}
+	if len(sc.PIDs) > 0 && len(cfg.Command) > 0 {
+		return cfg, usagef("--pid and a command do not go together")
+	}
+	if sc.OnlyHost && sc.NotHost {
+		return cfg, usagef("--host and --no-host do not go together")
+	}
+	for _, spec := range *nsList {
+		n, err := scope.ParseNSSpec(spec)
 		if err != nil {
-			return o, usageError{err}
+			return cfg, usagef("--ns: %v", err)
+		}
+		sc.NS = append(sc.NS, n)
+	}
+	if fs.Changed("events") || !(*setns || *unshare) {
+		if cfg.Kinds, err = event.ParseKinds(*events); err != nil {
+			return cfg, usageError{err}
 		}
 	}
 	if *setns {
-		o.kinds = o.kinds.Add(event.Setns)
+		cfg.Kinds = cfg.Kinds.Add(event.Setns)
 	}
 	if *unshare {
-		o.kinds = o.kinds.Add(event.Unshare)
+		cfg.Kinds = cfg.Kinds.Add(event.Unshare)
 	}
-	o.bufferSize, err = parseSize(*bufSize)
-	if err != nil {
-		return o, usagef("--buffer-size: %v", err)
+	if cfg.BufferSize, err = parseSize(*bufSize); err != nil {
+		return cfg, usagef("--buffer-size: %v", err)
 	}
-	if err := probe.ValidBufferSize(o.bufferSize); err != nil {
-		return o, usagef("--buffer-size: %v", err)
+	if err := probe.ValidBufferSize(cfg.BufferSize); err != nil {
+		return cfg, usagef("--buffer-size: %v", err)
 	}
-	return o, nil
+	return cfg, nil
 }
-
-var errHelp = errors.New("help")
 
 // parseSize reads "8M", "64K", "1G" or a plain number of bytes.
 func parseSize(s string) (int, error) {
@@ -175,6 +155,61 @@ func parseSize(s string) (int, error) {
 	return n * mult, nil
 }
 
+const nsUsage = `Usage: nstrace ns [--json]              every namespace and who is in it
+       nstrace ns [--json] INODE|TYPE:INODE   the processes in one namespace
+       nstrace ns [--json] -p PID             the namespaces of one process
+
+Flags:
+`
+
+// parseNSFlags reads the ns subcommand's flags.
+func parseNSFlags(args []string, stderr io.Writer) (nslist.Query, error) {
+	var q nslist.Query
+	fs := pflag.NewFlagSet("nstrace ns", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&q.JSON, "json", false, "one JSON object per line")
+	fs.Uint32VarP(&q.PID, "pid", "p", 0, "the namespaces of this process")
+	help := fs.BoolP("help", "h", false, "show this help")
+	if err := fs.Parse(args); err != nil {
+		return q, usageError{err}
+	}
+	if *help {
+		fmt.Fprint(stderr, nsUsage, fs.FlagUsages())
+		return q, errHelp
+	}
+	if fs.NArg() > 1 || (fs.NArg() == 1 && fs.Changed("pid")) {
+		return q, usagef("give one namespace, or -p PID")
+	}
+	if fs.Changed("pid") && q.PID == 0 {
+		return q, usagef("-p: 0 is not a process id")
+	}
+	if fs.NArg() == 1 {
+		spec, err := scope.ParseNSSpec(fs.Arg(0))
+		if err != nil || spec.PID != 0 {
+			return q, usagef("want INODE or TYPE:INODE, got %q", fs.Arg(0))
+		}
+		q.Inode, q.Type, q.AnyType = spec.Inode, spec.Type, spec.AnyType
+	}
+	return q, nil
+}
+
+func nsMain(args []string, stdout, stderr io.Writer) int {
+	q, err := parseNSFlags(args, stderr)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nstrace ns: %v\nRun 'nstrace ns --help' for usage.\n", err)
+		return 2
+	}
+	host, _ := procfs.ReadNS(procfs.Root, "self")
+	if err := nslist.Run(procfs.Root, host, q, stdout); err != nil {
+		fmt.Fprintf(stderr, "nstrace ns: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
 func main() {
 	// A tracer should stay out of the way of what it traces: one P keeps
 	// the Go scheduler from spinning threads on every wake-up, and one
@@ -193,13 +228,13 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 			code = 1
 		}
 	}()
-	if os.Getenv(gateEnv) == "1" {
-		return gate(args)
+	if os.Getenv(launch.GateEnv) == "1" {
+		return launch.Gate(args)
 	}
 	if len(args) > 0 && args[0] == "ns" {
-		return nsMain(args[1:], stdout, stderr, nsinfo.ProcRoot)
+		return nsMain(args[1:], stdout, stderr)
 	}
-	opts, err := parseFlags(args, stderr)
+	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, errHelp) {
 		return 0
 	}
@@ -209,14 +244,23 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// A closed pipe shows up as EPIPE from write, handled in run, rather
-	// than killing nstrace before it detaches.
+	// A closed pipe shows up as EPIPE from write, handled by the tracer,
+	// rather than killing nstrace before it detaches.
 	signal.Ignore(syscall.SIGPIPE)
 
-	code, err = run(ctx, opts, stdout, stderr)
+	code, err = run(ctx, cfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "nstrace: %v\n", err)
 		return 1
 	}
 	return code
+}
+
+func run(ctx context.Context, cfg tracer.Config, stdout, stderr io.Writer) (int, error) {
+	s, err := tracer.New(cfg, stdout, stderr)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	return s.Run(ctx)
 }

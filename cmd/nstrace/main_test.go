@@ -95,8 +95,8 @@ func TestParseFlags(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || o.kinds != c.kinds {
-			t.Errorf("%v: kinds %b err %v, want %b", c.args, o.kinds, err, c.kinds)
+		if err != nil || o.Kinds != c.kinds {
+			t.Errorf("%v: kinds %b err %v, want %b", c.args, o.Kinds, err, c.kinds)
 		}
 	}
 }
@@ -257,20 +257,55 @@ func TestPrivilegedEndToEndHuman(t *testing.T) {
 		t.Fatalf("nstrace after SIGTERM: %v: %s", err, stderr.String())
 	}
 	var shLine string
-	for _, l := range strings.Split(out.String(), "\n") {
-		if f := strings.Fields(l); len(f) > 5 && f[1] == "exec" && f[5] == "sh" && strings.Contains(l, "-c ps") {
-			shLine = l
-			if f[3] != "1" {
-				t.Errorf("sh NSPID column %q, want 1: %s", f[3], l)
+	for _, l := range humanLines(t, out.String()) {
+		if l["EVENT"] == "exec" && l["COMM"] == "sh" && strings.Contains(l["INFO"], "-c ps") {
+			shLine = l["INFO"]
+			if l["NSPID"] != "1" {
+				t.Errorf("sh NSPID column %q, want 1: %v", l["NSPID"], l)
 			}
-			if !strings.Contains(l, "pid:[") {
-				t.Errorf("sh line does not show its pid namespace: %s", l)
+			if c, ok := l["CONTAINER"]; ok && c != "-" {
+				t.Errorf("sh outside any container shows container %q", c)
+			}
+			if !strings.Contains(l["INFO"], "pid:[") {
+				t.Errorf("sh line does not show its pid namespace: %v", l)
 			}
 		}
 	}
 	if shLine == "" || !strings.HasPrefix(out.String(), "TIME ") {
 		t.Errorf("no sh exec line in:\n%s", out.String())
 	}
+}
+
+// humanLines splits the human view into its columns, named by the header
+// in force (the CONTAINER column appears once a container is seen); INFO
+// is the rest of the line.
+func humanLines(t *testing.T, text string) []map[string]string {
+	t.Helper()
+	var cols []string
+	var out []map[string]string
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] == "TIME" {
+			cols = f[:len(f)-1] // INFO takes the rest
+			continue
+		}
+		if cols == nil || len(f) < len(cols) || f[1] == "LOST" {
+			continue
+		}
+		m := map[string]string{}
+		for i, c := range cols {
+			m[c] = f[i]
+		}
+		m["INFO"] = strings.Join(f[len(cols):], " ")
+		out = append(out, m)
+	}
+	if cols == nil {
+		t.Fatalf("no header in the human view:\n%s", text)
+	}
+	return out
 }
 
 // startRaw starts nstrace with its stdout as a pipe for the test to read,

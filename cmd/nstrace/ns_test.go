@@ -9,16 +9,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nstrace/nstrace/internal/container"
-	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/nsinfo"
+	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/procfs"
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
@@ -76,79 +74,6 @@ func TestNSUsage(t *testing.T) {
 	}
 }
 
-// fakeProcess makes /proc/PID under root: namespace links and a status.
-func fakeProcess(t *testing.T, root, pid, comm string, links map[string]string) {
-	t.Helper()
-	dir := filepath.Join(root, pid, "ns")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for n, target := range links {
-		if err := os.Symlink(target, filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	status := fmt.Sprintf("Name:\t%s\nPPid:\t1\nNSpid:\t%s\n", comm, pid)
-	if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestNSListingFakeProc(t *testing.T) {
-	// A fake /proc: two processes sharing a net namespace, one whose
-	// links cannot be read. The listing must not stumble on the latter.
-	root := t.TempDir()
-	fakeProcess(t, root, "1", "init", nil)
-	fakeProcess(t, root, "10", "a", map[string]string{"net": "net:[4026532500]", "uts": "uts:[4026531838]"})
-	fakeProcess(t, root, "11", "b\x1b[31m", map[string]string{"net": "net:[4026532500]"})
-	fakeProcess(t, root, "self", "nstrace", map[string]string{"uts": "uts:[4026531838]"})
-	var out, stderr bytes.Buffer
-	if code := nsMain(nil, &out, &stderr, root); code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr.String())
-	}
-	text := out.String()
-	for _, want := range []string{"4026532500  net   2       10   a     -          no", "4026531838  uts   1       10   a     -          yes", "unreadable namespaces: 1 (init)"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("listing lacks %q:\n%s", want, text)
-		}
-	}
-	out.Reset()
-	if code := nsMain([]string{"net:4026532500"}, &out, &stderr, root); code != 0 || !strings.Contains(out.String(), `b\x1b[31m`) {
-		t.Errorf("processes in net:[4026532500]: %s %s", out.String(), stderr.String())
-	}
-}
-
-func TestOwnersFakeProc(t *testing.T) {
-	// The tracer's labels come from the same index as the listing: a bind
-	// mount first, else the lowest pid in the namespace.
-	root := t.TempDir()
-	fakeProcess(t, root, "20", "p20", map[string]string{"net": "net:[4026532500]", "pid_for_children": "pid:[4026532600]"})
-	fakeProcess(t, root, "21", "p21", map[string]string{"net": "net:[4026532500]", "pid": "pid:[4026532600]"})
-	fakeProcess(t, root, "22", "p22", map[string]string{"net": "net:[4026532700]"})
-	if err := os.MkdirAll(filepath.Join(root, "self"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	mounts := "181 86 0:4 net:[4026532700] /run/netns/blue rw shared:2 - nsfs nsfs rw\n"
-	if err := os.WriteFile(filepath.Join(root, "self", "mountinfo"), []byte(mounts), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	o := newOwners(root, event.NS{}, container.NewRegistry(root, nil, 0))
-	for _, c := range []struct {
-		t    event.NSType
-		ino  uint64
-		want string
-	}{
-		{event.NSNet, 4026532500, "pid 20 p20"},
-		{event.NSPid, 4026532600, "pid 21 p21"}, // 20 only sends its children there
-		{event.NSNet, 4026532700, "netns blue"},
-		{event.NSNet, 4026532999, ""},
-	} {
-		if got := o.of(c.t, c.ino); got != c.want {
-			t.Errorf("%s:[%d]: %q, want %q", c.t, c.ino, got, c.want)
-		}
-	}
-}
-
 func TestPrivilegedNSListing(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	// Known namespaces: a process in new net and uts namespaces, a netns
@@ -171,7 +96,7 @@ func TestPrivilegedNSListing(t *testing.T) {
 		_ = exec.Command("runc", "kill", id, "KILL").Run()
 		_ = exec.Command("runc", "delete", "-f", id).Run()
 	}()
-	var slNS event.NS
+	var slNS ns.Set
 	pid := uint32(sl.Process.Pid)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -182,8 +107,8 @@ func TestPrivilegedNSListing(t *testing.T) {
 			t.Fatal("sleep did not start")
 		}
 	}
-	slNS, _ = nsinfo.ReadNS(nsinfo.ProcRoot, strconv.Itoa(int(pid)))
-	host, _ := nsinfo.ReadNS(nsinfo.ProcRoot, "self")
+	slNS, _ = procfs.ReadPIDNS(procfs.Root, pid)
+	host, _ := procfs.ReadNS(procfs.Root, "self")
 	var bind syscall.Stat_t
 	if err := syscall.Stat("/run/netns/"+name, &bind); err != nil {
 		t.Fatal(err)
@@ -193,22 +118,22 @@ func TestPrivilegedNSListing(t *testing.T) {
 		InitPID uint32 `json:"init_process_pid"`
 	}
 	_ = json.Unmarshal(st, &state)
-	initNS, _ := nsinfo.ReadNS(nsinfo.ProcRoot, strconv.Itoa(int(state.InitPID)))
+	initNS, _ := procfs.ReadPIDNS(procfs.Root, state.InitPID)
 
 	objs := nsJSON(t)
-	for _, typ := range []event.NSType{event.NSNet, event.NSUTS} {
+	for _, typ := range []ns.Type{ns.Net, ns.UTS} {
 		r := row(objs, typ.String(), slNS[typ])
 		if r == nil || r["nprocs"] != 1.0 || uint32(r["pid"].(float64)) != pid || r["comm"] != "sleep" || r["host"] != false {
 			t.Errorf("%s namespace of sleep: %v", typ, r)
 		}
 	}
-	if r := row(objs, "net", host[event.NSNet]); r == nil || r["host"] != true {
+	if r := row(objs, "net", host[ns.Net]); r == nil || r["host"] != true {
 		t.Errorf("host net namespace: %v", r)
 	}
 	if r := row(objs, "net", bind.Ino); r == nil || r["nprocs"] != 0.0 || fmt.Sprint(r["mounts"]) != "[/run/netns/"+name+"]" {
 		t.Errorf("bind-mounted netns: %v", r)
 	}
-	r := row(objs, "pid", initNS[event.NSPid])
+	r := row(objs, "pid", initNS[ns.Pid])
 	if c, _ := r["container"].(map[string]any); r == nil || uint32(r["pid"].(float64)) != state.InitPID || c["name"] != id {
 		t.Errorf("container's pid namespace: %v", r)
 	}
@@ -235,7 +160,7 @@ func TestPrivilegedNSListing(t *testing.T) {
 	}
 	checked := 0
 	for _, n := range flattenLsns(ls.Namespaces) {
-		if n.NS != slNS[event.NSNet] && n.NS != initNS[event.NSNet] {
+		if n.NS != slNS[ns.Net] && n.NS != initNS[ns.Net] {
 			continue
 		}
 		checked++
@@ -245,21 +170,21 @@ func TestPrivilegedNSListing(t *testing.T) {
 		}
 	}
 	if checked != 2 {
-		t.Errorf("lsns listed %d of the test's 2 net namespaces (%d, %d):\n%s", checked, slNS[event.NSNet], initNS[event.NSNet], out)
+		t.Errorf("lsns listed %d of the test's 2 net namespaces (%d, %d):\n%s", checked, slNS[ns.Net], initNS[ns.Net], out)
 	}
 
 	// One process's namespaces, and one namespace's processes.
 	for _, o := range nsJSON(t, "-p", strconv.Itoa(int(pid))) {
-		typ, _ := event.ParseNSType(o["type"].(string))
+		typ, _ := ns.Parse(o["type"].(string))
 		if uint64(o["ns"].(float64)) != slNS[typ] || o["host"] != (slNS[typ] == host[typ]) {
 			t.Errorf("ns -p: %v, /proc says %d (host %d)", o, slNS[typ], host[typ])
 		}
 	}
-	procs := nsJSON(t, fmt.Sprintf("net:%d", slNS[event.NSNet]))
+	procs := nsJSON(t, fmt.Sprintf("net:%d", slNS[ns.Net]))
 	if len(procs) != 1 || uint32(procs[0]["pid"].(float64)) != pid || procs[0]["comm"] != "sleep" {
 		t.Errorf("ns net:INODE: %v", procs)
 	}
-	inits := nsJSON(t, fmt.Sprintf("pid:%d", initNS[event.NSPid]))
+	inits := nsJSON(t, fmt.Sprintf("pid:%d", initNS[ns.Pid]))
 	if len(inits) == 0 || inits[0]["nspid"] != 1.0 {
 		t.Errorf("container pid namespace: %v", inits)
 	}

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
@@ -176,10 +174,11 @@ func peakRSS(t *testing.T, pid int) int64 {
 
 func TestPrivilegedInterruptUnderOverload(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	cmd, out := startRaw(t, io.Discard, "--json", "--buffer-size", "4K")
+	var stderr bytes.Buffer
+	cmd, out := startRaw(t, &stderr, "--json", "--buffer-size", "4K")
 	// A reader that never reads: nstrace is stuck behind a full pipe and
 	// its ring buffer overflows; a signal must still end it at once.
-	_ = out
+	defer out.Close()
 	sc := stormCmd(2000, 2, "interrupt", "")
 	if b, err := exec.Command(sc[0], sc[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("storm: %v: %s", err, b)
@@ -189,63 +188,27 @@ func TestPrivilegedInterruptUnderOverload(t *testing.T) {
 	werr := make(chan error, 1)
 	go func() { werr <- cmd.Wait() }()
 	select {
-	case <-werr:
+	case err := <-werr:
 		t.Logf("ended %v after SIGINT", time.Since(start))
+		if err != nil {
+			t.Errorf("nstrace after SIGINT: %v; stderr %q", err, stderr.String())
+		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("nstrace did not end after SIGINT while its output was blocked")
 	}
-}
-
-// ourPrograms lists the ids of loaded BPF programs with nstrace's names.
-func ourPrograms(t *testing.T) map[ebpf.ProgramID]string {
-	t.Helper()
-	out := map[ebpf.ProgramID]string{}
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return out
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && strings.HasPrefix(info.Name, "nst_") {
-			out[id] = info.Name
-		}
-	}
-}
-
-func waitNoPrograms(t *testing.T, before map[ebpf.ProgramID]string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		left := map[ebpf.ProgramID]string{}
-		for id, name := range ourPrograms(t) {
-			if _, old := before[id]; !old {
-				left[id] = name
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("programs left in the kernel: %v", left)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var seen, lost int
+	if n, _ := fmt.Sscanf(stderr.String(), "nstrace: %d events, %d lost", &seen, &lost); n != 2 || lost == 0 {
+		t.Errorf("summary %q: want the events lost behind the blocked output counted", stderr.String())
 	}
 }
 
 func TestPrivilegedNothingLeaks(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	before := ourPrograms(t)
+	before := testutil.LoadedPrograms()
 
 	t.Run("signal", func(t *testing.T) {
 		f := startFeed(t, "--json")
-		if len(ourPrograms(t)) <= len(before) {
+		if len(testutil.LoadedPrograms()) <= len(before) {
 			t.Fatal("nstrace's programs are not visible while it runs")
 		}
 		_ = f.cmd.Process.Signal(syscall.SIGTERM)
@@ -254,7 +217,7 @@ func TestPrivilegedNothingLeaks(t *testing.T) {
 		if err := f.cmd.Wait(); err != nil {
 			t.Fatalf("%v: %s", err, f.stderr)
 		}
-		waitNoPrograms(t, before)
+		testutil.WaitProgramsGone(t, before)
 	})
 	t.Run("closed pipe", func(t *testing.T) {
 		cmd, out := startRaw(t, io.Discard, "--json")
@@ -266,7 +229,7 @@ func TestPrivilegedNothingLeaks(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		waitNoPrograms(t, before)
+		testutil.WaitProgramsGone(t, before)
 	})
 	t.Run("error after load", func(t *testing.T) {
 		cmd := nstraceCmd("-o", filepath.Join(t.TempDir(), "no", "such", "dir"))
@@ -274,7 +237,7 @@ func TestPrivilegedNothingLeaks(t *testing.T) {
 		if err == nil || !strings.Contains(string(b), "opening the output") {
 			t.Fatalf("%v: %s", err, b)
 		}
-		waitNoPrograms(t, before)
+		testutil.WaitProgramsGone(t, before)
 	})
 }
 
@@ -330,9 +293,9 @@ func TestPrivilegedHostileNames(t *testing.T) {
 	marker := fmt.Sprintf("hostile-%d", rand.IntN(1_000_000))
 	hostileArgs := []string{marker, "line\nbreak", "bad\xff\xfeutf8", "\u202eright-to-left", "tab\there"}
 
-	human := startFeed(t, "-e", "exec")
+	humanOut := filepath.Join(t.TempDir(), "human")
+	human := startFeed(t, "-e", "exec", "-o", humanOut)
 	jsonFeed := startFeed(t, "--json", "-e", "exec")
-	_ = human
 	cmd := exec.Command(filepath.Join(dir, name), hostileArgs...)
 	cmd.Env = append(os.Environ(), exit0Env+"=1")
 	if err := cmd.Run(); err != nil {
@@ -355,29 +318,52 @@ func TestPrivilegedHostileNames(t *testing.T) {
 	if ev["filename"] != filepath.Join(dir, name) {
 		t.Errorf("filename %q", ev["filename"])
 	}
+	// The host-wide human feed, which saw the same exec.
 	time.Sleep(200 * time.Millisecond)
 	_ = human.cmd.Process.Signal(os.Interrupt)
-	// human.lines holds JSON-parsed lines; the raw text is what matters,
-	// so read the human view again from a fresh run of the same exec.
+	if err := human.cmd.Wait(); err != nil {
+		t.Fatalf("human feed: %v: %s", err, human.stderr)
+	}
+	text, err := os.ReadFile(humanOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHostileLine(t, string(text), marker)
+
+	// A COMMAND run: the header, env's exec, then the hostile program's,
+	// and nothing else.
 	cmdH := nstraceCmd(append([]string{"-e", "exec", "--", "env", exit0Env + "=1", filepath.Join(dir, name)}, hostileArgs...)...)
 	out, err := cmdH.Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The header, env's exec, then the hostile program's.
-	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	if len(lines) != 3 {
+	if lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n"); len(lines) != 3 {
 		t.Fatalf("want a header and two exec lines, got %d lines: %q", len(lines), out)
 	}
-	lines = lines[1:]
-	for _, c := range []byte(lines[1]) {
+	checkHostileLine(t, string(out), marker)
+}
+
+// checkHostileLine finds the hostile program's exec in a human view and
+// checks that every hostile byte is escaped.
+func checkHostileLine(t *testing.T, text, marker string) {
+	t.Helper()
+	var line string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, " "+marker+" ") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("no line with %s in the human view:\n%q", marker, text)
+	}
+	for _, c := range []byte(line) {
 		if c < 0x20 || c == 0x7f {
-			t.Fatalf("control byte %#x in the human view: %q", c, lines[1])
+			t.Fatalf("control byte %#x in the human view: %q", c, line)
 		}
 	}
 	for _, want := range []string{`evil\x1b[2J\x1b]`, `line\nbreak`, `bad\xff\xfeutf8`, `\u{202e}right-to-left`, `tab\there`} {
-		if !strings.Contains(lines[1], want) {
-			t.Errorf("human line lacks %s: %s", want, lines[1])
+		if !strings.Contains(line, want) {
+			t.Errorf("human line lacks %s: %s", want, line)
 		}
 	}
 }

@@ -12,50 +12,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
-func TestParseNSSpec(t *testing.T) {
-	cases := []struct {
-		in   string
-		want nsSpec
-		err  string
-	}{
-		{"4026532397", nsSpec{anyT: true, inode: 4026532397}, ""},
-		{"net:4026532397", nsSpec{typ: event.NSNet, inode: 4026532397}, ""},
-		{"pid:4026532397", nsSpec{typ: event.NSPid, inode: 4026532397}, ""},
-		{"pid:4242", nsSpec{anyT: true, pid: 4242}, ""},
-		{"net:pid:4242", nsSpec{typ: event.NSNet, pid: 4242}, ""},
-		{"pid_for_children:pid:1", nsSpec{typ: event.NSPidForChildren, pid: 1}, ""},
-		{"bogus:4026532397", nsSpec{}, `unknown namespace type "bogus"`},
-		{"net:x", nsSpec{}, "not an inode or pid"},
-		{"net:pid:4026532397", nsSpec{}, "is not a process id"},
-		{"net:foo:1", nsSpec{}, "want TYPE:pid:PID"},
-		{"a:b:c:d", nsSpec{}, "want INODE"},
-		{"0", nsSpec{}, "not an inode"},
-	}
-	for _, c := range cases {
-		got, err := parseNSSpec(c.in)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("%s: error %v, want %q", c.in, err, c.err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%s: %+v %v, want %+v", c.in, got, err, c.want)
-		}
-	}
-}
-
 func TestScopeFlags(t *testing.T) {
 	o, err := parseFlags([]string{"-p", "1,22", "-f", "--comm", "sh", "--no-host"}, nil)
-	if err != nil || !slices.Equal(o.pids, []uint32{1, 22}) || !o.follow || !o.noHost || o.comms[0] != "sh" {
+	if err != nil || !slices.Equal(o.Scope.PIDs, []uint32{1, 22}) || !o.Scope.Follow || !o.Scope.NotHost || o.Scope.Comms[0] != "sh" {
 		t.Errorf("%+v %v", o, err)
 	}
 	o, err = parseFlags([]string{"--json", "--", "sh", "-c", "true"}, nil)
-	if err != nil || !slices.Equal(o.command, []string{"sh", "-c", "true"}) || !o.json {
+	if err != nil || !slices.Equal(o.Command, []string{"sh", "-c", "true"}) || !o.JSON {
 		t.Errorf("command: %+v %v", o, err)
 	}
 	for args, want := range map[string]string{
@@ -72,34 +38,6 @@ func TestScopeFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", args, err, want)
 		}
-	}
-}
-
-func TestUserFilter(t *testing.T) {
-	host := event.NS{1, 2, 3, 4, 5, 5, 6, 6, 7, 8}
-	in := event.Event{Kind: event.Exec, Comm: []byte("sh"), NS: host}
-	out := in
-	out.NS[event.NSNet] = 99
-	f := userFilter{comms: []string{"sh", "ps"}}
-	if !f.pass(&in) || f.pass(&event.Event{Comm: []byte("bash")}) {
-		t.Error("--comm")
-	}
-	f = userFilter{host: host, onlyHost: true}
-	if !f.pass(&in) || f.pass(&out) {
-		t.Error("--host")
-	}
-	f = userFilter{host: host, notHost: true}
-	if f.pass(&in) || !f.pass(&out) {
-		t.Error("--no-host")
-	}
-	// --ns-changes: a fork into a new net namespace passes, a plain fork,
-	// an exec and a setns that changed nothing do not.
-	f = userFilter{nsChanges: true}
-	moved := event.Event{Kind: event.Fork, NS: host, ChildNS: out.NS}
-	plain := event.Event{Kind: event.Fork, NS: host, ChildNS: host}
-	noop := event.Event{Kind: event.Setns, NS: host, PrevNS: host}
-	if !f.pass(&moved) || f.pass(&plain) || f.pass(&in) || f.pass(&noop) {
-		t.Error("--ns-changes")
 	}
 }
 

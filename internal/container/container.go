@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/nsinfo"
+	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // Info names a container.
@@ -135,8 +136,8 @@ func ScanRunc(procRoot string, roots []string) []Runc {
 		}
 		r := Runc{Info: Info{ID: st.ID, Name: st.ID, Runtime: "runc"}, InitPID: uint32(st.InitPID)}
 		if st.InitPID > 0 {
-			ns, _ := nsinfo.ReadNS(procRoot, strconv.Itoa(st.InitPID))
-			r.PidNS = ns[event.NSPid]
+			set, _ := procfs.ReadPIDNS(procRoot, uint32(st.InitPID))
+			r.PidNS = set[ns.Pid]
 		}
 		out = append(out, r)
 	}

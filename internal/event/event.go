@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 // Kind is what happened.
@@ -47,7 +49,7 @@ func (k Kind) String() string {
 var Traced = []Kind{Fork, Exec, Exit, Clone, Unshare, Setns}
 
 // KindSet is a set of kinds.
-type KindSet uint16
+type KindSet uint32
 
 // Has reports whether k is in the set.
 func (s KindSet) Has(k Kind) bool { return s&(1<<k) != 0 }
@@ -55,14 +57,17 @@ func (s KindSet) Has(k Kind) bool { return s&(1<<k) != 0 }
 // Add returns the set with k added.
 func (s KindSet) Add(k Kind) KindSet { return s | 1<<k }
 
-// AllKinds is every traced kind.
-func AllKinds() KindSet {
+// Kinds returns the set of the given kinds.
+func Kinds(ks ...Kind) KindSet {
 	var s KindSet
-	for _, k := range Traced {
+	for _, k := range ks {
 		s = s.Add(k)
 	}
 	return s
 }
+
+// AllKinds is every traced kind.
+func AllKinds() KindSet { return Kinds(Traced...) }
 
 // ParseKinds reads a comma-separated list such as "exec,fork" or "all".
 func ParseKinds(list string) (KindSet, error) {
@@ -102,48 +107,6 @@ func kindList() string {
 	return strings.Join(names, ", ")
 }
 
-// NSType indexes a namespace inode in NS.
-type NSType uint8
-
-// The namespace types, in /proc/PID/ns order; the same order as the kernel
-// record's ns array.
-const (
-	NSCgroup NSType = iota
-	NSIPC
-	NSMnt
-	NSNet
-	NSPid
-	NSPidForChildren
-	NSTime
-	NSTimeForChildren
-	NSUser
-	NSUTS
-	NSCount
-)
-
-var nsNames = [NSCount]string{"cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"}
-
-// String returns the name of the type as in /proc/PID/ns.
-func (t NSType) String() string {
-	if t < NSCount {
-		return nsNames[t]
-	}
-	return fmt.Sprintf("ns(%d)", uint8(t))
-}
-
-// ParseNSType reads a namespace type name ("net", "pid_for_children", ...).
-func ParseNSType(name string) (NSType, bool) {
-	for i, n := range nsNames {
-		if n == name {
-			return NSType(i), true
-		}
-	}
-	return 0, false
-}
-
-// NS holds the inode of each namespace of a process; 0 means unknown.
-type NS [NSCount]uint64
-
 // Event is one thing that happened to a process.
 //
 // Byte-slice fields may point into a buffer the reader reuses: they are
@@ -160,7 +123,7 @@ type Event struct {
 	GID   uint32
 	Comm  []byte
 
-	NS        NS
+	NS        ns.Set
 	CgroupID  uint64
 	Cgroup    string
 	Container *Container // nil outside containers
@@ -174,7 +137,7 @@ type Event struct {
 	// fork, clone
 	ChildPID   uint32
 	ChildNSPID uint32
-	ChildNS    NS
+	ChildNS    ns.Set
 
 	// exit
 	ExitCode   int
@@ -186,6 +149,7 @@ type Event struct {
 	FlagsRaw uint64
 	// clone, unshare, setns: return value, 0 or -errno (clone: child pid)
 	Ret int64
+
 	// setns
 	FD         int32
 	TargetNS   uint64
@@ -194,8 +158,9 @@ type Event struct {
 	// TargetOwner says whose namespace TargetNS is: "netns NAME",
 	// "container NAME", "pid PID COMM", "host", or "" if unknown.
 	TargetOwner string
+
 	// setns, unshare: the caller's namespaces before the call
-	PrevNS NS
+	PrevNS ns.Set
 
 	// lost
 	Count uint64
@@ -235,24 +200,15 @@ func (e *Event) Clone() *Event {
 	return &c
 }
 
-// NewNS lists the namespace types in which a child (fork, clone) or the
+// NewNS returns the namespace types in which a child (fork, clone) or the
 // caller after the call (setns, unshare) differs from before. For other
 // kinds it is empty.
-func (e *Event) NewNS() []NSType {
-	var before, after *NS
+func (e *Event) NewNS() ns.Mask {
 	switch e.Kind {
 	case Fork, Clone:
-		before, after = &e.NS, &e.ChildNS
+		return ns.Changed(&e.NS, &e.ChildNS)
 	case Setns, Unshare:
-		before, after = &e.PrevNS, &e.NS
-	default:
-		return nil
+		return ns.Changed(&e.PrevNS, &e.NS)
 	}
-	var out []NSType
-	for t := NSType(0); t < NSCount; t++ {
-		if before[t] != after[t] && after[t] != 0 {
-			out = append(out, t)
-		}
-	}
-	return out
+	return 0
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 func TestParseKinds(t *testing.T) {
@@ -29,32 +31,20 @@ func TestParseKinds(t *testing.T) {
 	}
 }
 
-func TestNSTypeNames(t *testing.T) {
-	want := []string{"cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"}
-	for i, n := range want {
-		if NSType(i).String() != n {
-			t.Errorf("%d: %s, want %s", i, NSType(i), n)
-		}
-		if typ, ok := ParseNSType(n); !ok || typ != NSType(i) {
-			t.Errorf("ParseNSType(%s) = %d %v", n, typ, ok)
-		}
-	}
-}
-
 func TestNewNS(t *testing.T) {
 	e := Event{Kind: Fork}
-	e.NS[NSNet], e.ChildNS[NSNet] = 1, 2
-	e.NS[NSUTS], e.ChildNS[NSUTS] = 3, 3
-	if got := e.NewNS(); !slices.Equal(got, []NSType{NSNet}) {
+	e.NS[ns.Net], e.ChildNS[ns.Net] = 1, 2
+	e.NS[ns.UTS], e.ChildNS[ns.UTS] = 3, 3
+	if got := e.NewNS().Types(); !slices.Equal(got, []ns.Type{ns.Net}) {
 		t.Errorf("fork: %v", got)
 	}
 	e = Event{Kind: Setns}
-	e.PrevNS[NSMnt], e.NS[NSMnt] = 1, 5
-	e.PrevNS[NSTime], e.NS[NSTime] = 1, 0 // unknown after: not a move
-	if got := e.NewNS(); !slices.Equal(got, []NSType{NSMnt}) {
+	e.PrevNS[ns.Mnt], e.NS[ns.Mnt] = 1, 5
+	e.PrevNS[ns.Time], e.NS[ns.Time] = 1, 0 // unknown after: not a move
+	if got := e.NewNS().Types(); !slices.Equal(got, []ns.Type{ns.Mnt}) {
 		t.Errorf("setns: %v", got)
 	}
-	if (&Event{Kind: Exec}).NewNS() != nil {
+	if (&Event{Kind: Exec}).NewNS() != 0 {
 		t.Error("exec never moves namespaces")
 	}
 }

@@ -6,11 +6,10 @@ import (
 	"io"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/nsflag"
+	"github.com/nstrace/nstrace/internal/ns"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,7 +17,7 @@ import (
 type Human struct {
 	w          io.Writer
 	buf        []byte
-	host       event.NS
+	host       ns.Set
 	allNS      bool
 	header     bool
 	containers bool
@@ -26,7 +25,7 @@ type Human struct {
 
 // NewHuman returns a writer to w. Namespaces equal to host's are left out
 // unless allNS is set.
-func NewHuman(w io.Writer, host event.NS, allNS bool) *Human {
+func NewHuman(w io.Writer, host ns.Set, allNS bool) *Human {
 	return &Human{w: w, buf: make([]byte, 0, 4096), host: host, allNS: allNS}
 }
 
@@ -101,12 +100,7 @@ func (h *Human) Write(e *event.Event) error {
 	return err
 }
 
-// AppendHuman appends the line for e, without a newline.
-func AppendHuman(b []byte, e *event.Event, host *event.NS, allNS bool) []byte {
-	return appendLine(b, e, host, allNS, e.Container != nil)
-}
-
-func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool) []byte {
+func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) []byte {
 	b = e.Time.AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
 	if e.Kind == event.Lost {
@@ -161,10 +155,12 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 			b = append(b, " nspid "...)
 			b = strconv.AppendUint(b, uint64(e.ChildNSPID), 10)
 		}
-		if nn := e.NewNS(); len(nn) > 0 {
+		if nn := e.NewNS(); nn != 0 {
 			b = append(b, " new"...)
-			for _, t := range nn {
-				b = appendNSValue(b, t, e.ChildNS[t])
+			for t := ns.Type(0); t < ns.Count; t++ {
+				if nn.Has(t) {
+					b = appendNSValue(b, t, e.ChildNS[t])
+				}
 			}
 		}
 	case event.Exit:
@@ -189,10 +185,10 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 		b = append(b, "fd="...)
 		b = strconv.AppendInt(b, int64(e.FD), 10)
 		b = append(b, " nstype="...)
-		b = append(b, strings.Join(nsflag.NSType(e.FlagsRaw), "|")...)
+		b = appendNSType(b, e.FlagsRaw, "|", plain)
 		if e.TargetNS != 0 {
 			b = append(b, " target="...)
-			b = append(b, nsflag.TypeName(e.TargetType)...)
+			b = append(b, ns.CloneFlagName(e.TargetType)...)
 			b = append(b, ":["...)
 			b = strconv.AppendUint(b, e.TargetNS, 10)
 			b = append(b, ']')
@@ -213,16 +209,14 @@ func appendLine(b []byte, e *event.Event, host *event.NS, allNS, containers bool
 
 	// The process's own namespaces: those not the host's, or all; a move
 	// already shown above is not repeated.
-	var moved [event.NSCount]bool
+	var moved ns.Mask
 	if e.Kind == event.Setns || e.Kind == event.Unshare {
-		for _, t := range e.NewNS() {
-			moved[t] = true
-		}
+		moved = e.NewNS()
 	}
 	first := true
-	for t := event.NSType(0); t < event.NSCount; t++ {
+	for t := ns.Type(0); t < ns.Count; t++ {
 		v := e.NS[t]
-		if v == 0 || moved[t] || (!allNS && v == host[t]) {
+		if v == 0 || moved.Has(t) || (!allNS && v == host[t]) {
 			continue
 		}
 		if first {
@@ -239,10 +233,21 @@ func appendFlagNames(b []byte, raw uint64) []byte {
 	if raw == 0 {
 		return append(b, '0')
 	}
-	return append(b, strings.Join(nsflag.Clone(raw), "|")...)
+	return ns.AppendCloneFlags(b, raw, "|", plain)
 }
 
-func appendNSValue(b []byte, t event.NSType, v uint64) []byte {
+func plain(b []byte, s string) []byte { return append(b, s...) }
+
+// appendNSType shows setns's nstype: "any" for 0 (the fd decides), the
+// namespace types of its bits otherwise (several for a pidfd).
+func appendNSType(b []byte, raw uint64, sep string, name func([]byte, string) []byte) []byte {
+	if raw == 0 {
+		return name(b, "any")
+	}
+	return ns.AppendCloneFlags(b, raw, sep, name)
+}
+
+func appendNSValue(b []byte, t ns.Type, v uint64) []byte {
 	b = append(b, ' ')
 	b = append(b, t.String()...)
 	b = append(b, ":["...)
@@ -256,14 +261,18 @@ func appendRet(b []byte, ret int64) []byte {
 	b = strconv.AppendInt(b, ret, 10)
 	if ret < 0 {
 		b = append(b, ' ')
-		b = append(b, nsflag.Errno(ret)...)
+		b = append(b, Errno(ret)...)
 	}
 	return b
 }
 
 // appendMoves shows each namespace a call changed: net:[a]→[b].
 func appendMoves(b []byte, e *event.Event) []byte {
-	for _, t := range e.NewNS() {
+	moved := e.NewNS()
+	for t := ns.Type(0); t < ns.Count; t++ {
+		if !moved.Has(t) {
+			continue
+		}
 		b = append(b, ' ')
 		b = append(b, t.String()...)
 		b = append(b, ":["...)
@@ -273,6 +282,17 @@ func appendMoves(b []byte, e *event.Event) []byte {
 		b = append(b, ']')
 	}
 	return b
+}
+
+// Errno names a negative return value: -1 is "EPERM".
+func Errno(ret int64) string {
+	if ret >= 0 {
+		return ""
+	}
+	if name := unix.ErrnoName(unix.Errno(-ret)); name != "" {
+		return name
+	}
+	return "E" + strconv.FormatInt(-ret, 10)
 }
 
 func signalName(sig int) string {

@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/nsflag"
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 // JSON writes one JSON object per event and line. Keys are snake_case and
@@ -67,12 +67,12 @@ func keyStr(b []byte, k, v string) []byte {
 	return append(b, '"')
 }
 
-func appendNS(b []byte, k string, ns *event.NS) []byte {
+func appendNS(b []byte, k string, set *ns.Set) []byte {
 	b = key(b, k)
 	b = append(b, '{')
 	first := true
-	for t := event.NSType(0); t < event.NSCount; t++ {
-		if ns[t] == 0 {
+	for t := ns.Type(0); t < ns.Count; t++ {
+		if set[t] == 0 {
 			continue // unknown: left out rather than a false 0
 		}
 		if !first {
@@ -82,23 +82,51 @@ func appendNS(b []byte, k string, ns *event.NS) []byte {
 		b = append(b, '"')
 		b = append(b, t.String()...)
 		b = append(b, '"', ':')
-		b = strconv.AppendUint(b, ns[t], 10)
+		b = strconv.AppendUint(b, set[t], 10)
 	}
 	return append(b, '}')
 }
 
-func appendNames(b []byte, k string, names []string) []byte {
+func quoted(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendTypes writes a list of namespace type names.
+func appendTypes(b []byte, k string, m ns.Mask) []byte {
 	b = key(b, k)
 	b = append(b, '[')
-	for i, n := range names {
-		if i > 0 {
+	first := true
+	for t := ns.Type(0); t < ns.Count; t++ {
+		if !m.Has(t) {
+			continue
+		}
+		if !first {
 			b = append(b, ',')
 		}
-		b = append(b, '"')
-		b = append(b, n...)
-		b = append(b, '"')
+		first = false
+		b = quoted(b, t.String())
 	}
 	return append(b, ']')
+}
+
+// appendContainer writes the container object, the one JSON form of a
+// container in the feed and in `nstrace ns`.
+func appendContainer(b []byte, c *event.Container) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, []byte(c.ID))
+	if c.Name != "" {
+		b = key(b, "name")
+		b = appendJSONString(b, []byte(c.Name))
+	}
+	b = key(b, "runtime")
+	b = appendJSONString(b, []byte(c.Runtime))
+	if c.PodUID != "" {
+		b = key(b, "pod_uid")
+		b = appendJSONString(b, []byte(c.PodUID))
+	}
+	return append(b, '}')
 }
 
 // AppendJSON appends the JSON object for e, without a newline.
@@ -123,21 +151,8 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	b = key(b, "cgroup")
 	b = appendJSONString(b, []byte(e.Cgroup))
 	b = keyUint(b, "cgroup_id", e.CgroupID)
-	if c := e.Container; c != nil {
-		b = key(b, "container")
-		b = append(b, `{"id":`...)
-		b = appendJSONString(b, []byte(c.ID))
-		if c.Name != "" {
-			b = key(b, "name")
-			b = appendJSONString(b, []byte(c.Name))
-		}
-		b = key(b, "runtime")
-		b = appendJSONString(b, []byte(c.Runtime))
-		if c.PodUID != "" {
-			b = key(b, "pod_uid")
-			b = appendJSONString(b, []byte(c.PodUID))
-		}
-		b = append(b, '}')
+	if e.Container != nil {
+		b = appendContainer(key(b, "container"), e.Container)
 	}
 
 	switch e.Kind {
@@ -173,9 +188,9 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 		b = keyUint(b, "child_pid", uint64(e.ChildPID))
 		b = keyUint(b, "child_nspid", uint64(e.ChildNSPID))
 		b = appendNS(b, "child_ns", &e.ChildNS)
-		b = appendNames(b, "new_ns", nsNames(e.NewNS()))
+		b = appendTypes(b, "new_ns", e.NewNS())
 		if e.Kind == event.Clone {
-			b = appendFlags(b, e.FlagsRaw, nsflag.Clone(e.FlagsRaw))
+			b = appendFlags(b, e.FlagsRaw)
 			b = keyInt(b, "ret", e.Ret)
 		}
 	case event.Exit:
@@ -184,15 +199,18 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 		b = keyBool(b, "core_dumped", e.CoreDumped)
 		b = keyInt(b, "duration_ns", int64(e.Duration))
 	case event.Unshare:
-		b = appendFlags(b, e.FlagsRaw, nsflag.Clone(e.FlagsRaw))
+		b = appendFlags(b, e.FlagsRaw)
 		b = appendResult(b, e)
 	case event.Setns:
 		b = keyInt(b, "fd", int64(e.FD))
-		b = appendNames(b, "nstype", nsflag.NSType(e.FlagsRaw))
+		b = key(b, "nstype")
+		b = append(b, '[')
+		b = appendNSType(b, e.FlagsRaw, ",", quoted)
+		b = append(b, ']')
 		b = keyUint(b, "nstype_raw", e.FlagsRaw)
 		if e.TargetNS != 0 {
 			b = keyUint(b, "target_ns", e.TargetNS)
-			b = keyStr(b, "target_type", nsflag.TypeName(e.TargetType))
+			b = keyStr(b, "target_type", ns.CloneFlagName(e.TargetType))
 			if e.TargetOwner != "" {
 				b = key(b, "target_owner")
 				b = appendJSONString(b, []byte(e.TargetOwner))
@@ -206,24 +224,34 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	return append(b, '}')
 }
 
-func appendFlags(b []byte, raw uint64, names []string) []byte {
-	b = appendNames(b, "flags", names)
+func appendFlags(b []byte, raw uint64) []byte {
+	b = key(b, "flags")
+	b = append(b, '[')
+	b = ns.AppendCloneFlags(b, raw, ",", quoted)
+	b = append(b, ']')
 	return keyUint(b, "flags_raw", raw)
 }
 
 func appendResult(b []byte, e *event.Event) []byte {
 	b = keyInt(b, "ret", e.Ret)
 	if e.Ret < 0 {
-		b = keyStr(b, "errno", nsflag.Errno(e.Ret))
+		b = keyStr(b, "errno", Errno(e.Ret))
 	}
 	b = appendNS(b, "prev_ns", &e.PrevNS)
-	return appendNames(b, "new_ns", nsNames(e.NewNS()))
+	return appendTypes(b, "new_ns", e.NewNS())
 }
 
-func nsNames(ts []event.NSType) []string {
-	out := make([]string, len(ts))
-	for i, t := range ts {
-		out[i] = t.String()
+// ContainerJSON is a container in the JSON form the feed writes, for other
+// JSON documents (nstrace ns) to embed.
+type ContainerJSON struct{ event.Container }
+
+// ContainerForJSON wraps c, or returns nil.
+func ContainerForJSON(c *event.Container) *ContainerJSON {
+	if c == nil {
+		return nil
 	}
-	return out
+	return &ContainerJSON{*c}
 }
+
+// MarshalJSON writes the feed's container object.
+func (c *ContainerJSON) MarshalJSON() ([]byte, error) { return appendContainer(nil, &c.Container), nil }

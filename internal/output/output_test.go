@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,20 +15,21 @@ import (
 	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-var host = event.NS{4026531835, 4026531839, 4026531840, 4026531992, 4026531836, 4026531836, 4026531834, 4026531834, 4026531837, 4026531838}
+var host = ns.Set{4026531835, 4026531839, 4026531840, 4026531992, 4026531836, 4026531836, 4026531834, 4026531834, 4026531837, 4026531838}
 
 func at() time.Time { return time.Date(2026, 11, 22, 9, 30, 1, 123456789, time.UTC) }
 
-func inContainer() event.NS {
-	ns := host
-	ns[event.NSPid] = 4026532397
-	ns[event.NSPidForChildren] = 4026532397
-	ns[event.NSNet] = 4026532400
-	return ns
+func inContainer() ns.Set {
+	set := host
+	set[ns.Pid] = 4026532397
+	set[ns.PidForChildren] = 4026532397
+	set[ns.Net] = 4026532400
+	return set
 }
 
 // samples covers every kind, in the shapes users see.
@@ -47,16 +49,21 @@ func samples() []*event.Event {
 	clone.Kind, clone.FlagsRaw, clone.ChildPID, clone.ChildNSPID, clone.ChildNS = event.Clone, 0x60000000|0x100|0x4000, 4244, 1, inContainer()
 	unshare := base
 	unshare.Kind, unshare.FlagsRaw, unshare.PrevNS, unshare.NS = event.Unshare, 0x40000000, host, inContainer()
-	unshare.NS[event.NSPid], unshare.NS[event.NSPidForChildren] = host[event.NSPid], host[event.NSPid]
+	unshare.NS[ns.Pid], unshare.NS[ns.PidForChildren] = host[ns.Pid], host[ns.Pid]
 	setns := base
 	setns.Kind, setns.Comm, setns.FD, setns.FlagsRaw, setns.TargetNS, setns.TargetType = event.Setns, []byte("nsenter"), 3, 0, 4026532400, 0x40000000
 	setns.PrevNS = host
 	setns.NS = host
-	setns.NS[event.NSNet] = 4026532400
+	setns.NS[ns.Net] = 4026532400
 	bad := setns
 	bad.FD, bad.TargetNS, bad.TargetType, bad.Ret, bad.NS = 9999, 0, 0, -9, host
 	lost := event.Event{Kind: event.Lost, Time: at(), Count: 123}
 	return []*event.Event{&exec, &fork, &exit, &exitOK, &clone, &unshare, &setns, &bad, &lost}
+}
+
+// humanLine is the human view's line for e, without a newline.
+func humanLine(e *event.Event, allNS bool) []byte {
+	return appendLine(nil, e, &host, allNS, e.Container != nil)
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -89,13 +96,13 @@ func TestHumanGolden(t *testing.T) {
 
 func TestHumanAllNS(t *testing.T) {
 	e := samples()[0]
-	line := string(AppendHuman(nil, e, &host, true))
-	for typ := event.NSType(0); typ < event.NSCount; typ++ {
+	line := string(humanLine(e, true))
+	for typ := ns.Type(0); typ < ns.Count; typ++ {
 		if !strings.Contains(line, " "+typ.String()+":[") {
 			t.Errorf("--all-ns line lacks %s: %s", typ, line)
 		}
 	}
-	line = string(AppendHuman(nil, e, &host, false))
+	line = string(humanLine(e, false))
 	if strings.Contains(line, "uts:[") || !strings.Contains(line, "net:[4026532400]") {
 		t.Errorf("default line should show only namespaces unlike the host's: %s", line)
 	}
@@ -127,9 +134,9 @@ func TestJSONSchema(t *testing.T) {
 			t.Errorf("exec JSON lacks %q", k)
 		}
 	}
-	ns := m["ns"].(map[string]any)
-	if ns["net"].(float64) != 4026532400 || len(ns) != int(event.NSCount) {
-		t.Errorf("ns object %v", ns)
+	set := m["ns"].(map[string]any)
+	if set["net"].(float64) != 4026532400 || len(set) != int(ns.Count) {
+		t.Errorf("ns object %v", set)
 	}
 	if m["nspid"].(float64) != 1 {
 		t.Errorf("nspid %v", m["nspid"])
@@ -156,7 +163,7 @@ func hostileEvent() *event.Event {
 }
 
 func TestHumanEscapesHostileText(t *testing.T) {
-	line := AppendHuman(nil, hostileEvent(), &host, false)
+	line := humanLine(hostileEvent(), false)
 	for _, c := range line {
 		if c < 0x20 || c == 0x7f {
 			t.Fatalf("control byte %#x reached the terminal: %q", c, line)
@@ -224,7 +231,7 @@ func FuzzJSONAlwaysValid(f *testing.F) {
 		if b := AppendJSON(nil, e); !json.Valid(b) {
 			t.Fatalf("invalid JSON for %q: %s", s, b)
 		}
-		for _, c := range AppendHuman(nil, e, &host, true) {
+		for _, c := range humanLine(e, true) {
 			if c < 0x20 || c == 0x7f {
 				t.Fatalf("control byte in human line for %q", s)
 			}
@@ -246,6 +253,23 @@ func BenchmarkHuman(b *testing.B) {
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = AppendHuman(buf[:0], e, &host, false)
+		buf = appendLine(buf[:0], e, &host, false, false)
+	}
+}
+
+// Both writers allocate nothing per event, whatever its kind.
+func TestWritersAllocateNothing(t *testing.T) {
+	h := NewHuman(io.Discard, host, false)
+	j := NewJSON(io.Discard)
+	for _, e := range samples() {
+		e.Container = &event.Container{ID: "abc", Name: "web", Runtime: "runc"}
+		_ = h.Write(e)
+		_ = j.Write(e)
+		if n := testing.AllocsPerRun(100, func() { _ = h.Write(e) }); n != 0 {
+			t.Errorf("human view: %v allocations for a %s event", n, e.Kind)
+		}
+		if n := testing.AllocsPerRun(100, func() { _ = j.Write(e) }); n != 0 {
+			t.Errorf("JSON view: %v allocations for a %s event", n, e.Kind)
+		}
 	}
 }

@@ -10,20 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/nstrace/nstrace/internal/event"
-)
-
-// Kernel record kinds and flags, from bpf/nstrace.h.
-const (
-	kindFork    = 1
-	kindExec    = 2
-	kindExit    = 3
-	kindClone   = 4
-	kindUnshare = 5
-	kindSetns   = 6
-
-	flagArgsTruncated     = 1 << 0
-	flagFilenameTruncated = 1 << 1
-	flagArgsUnreadable    = 1 << 2
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 // recordSize is the fixed part of every record; exec records carry the
@@ -36,14 +23,22 @@ var (
 	ErrUnknownKind = errors.New("unknown record kind")
 )
 
+// kinds maps the record's enum nst_kind to the event kind.
 var kinds = [...]event.Kind{
-	kindFork:    event.Fork,
-	kindExec:    event.Exec,
-	kindExit:    event.Exit,
-	kindClone:   event.Clone,
-	kindUnshare: event.Unshare,
-	kindSetns:   event.Setns,
+	nstraceNstKindNST_EV_FORK:    event.Fork,
+	nstraceNstKindNST_EV_EXEC:    event.Exec,
+	nstraceNstKindNST_EV_EXIT:    event.Exit,
+	nstraceNstKindNST_EV_CLONE:   event.Clone,
+	nstraceNstKindNST_EV_UNSHARE: event.Unshare,
+	nstraceNstKindNST_EV_SETNS:   event.Setns,
 }
+
+// Record flags, from enum nst_flag.
+const (
+	flagArgsTruncated     = uint32(nstraceNstFlagNST_F_ARGS_TRUNCATED)
+	flagFilenameTruncated = uint32(nstraceNstFlagNST_F_FILENAME_TRUNCATED)
+	flagArgsUnreadable    = uint32(nstraceNstFlagNST_F_ARGS_UNREADABLE)
+)
 
 // Decoder turns raw ring buffer samples into events. It reuses its own
 // storage: an event it fills is valid until the next call.
@@ -63,7 +58,7 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 	// A copy through unsafe avoids a reflective decode per event.
 	r := *(*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
 
-	if r.Kind == 0 || int(r.Kind) >= len(kinds) {
+	if int(r.Kind) >= len(kinds) || kinds[r.Kind] == 0 {
 		return fmt.Errorf("%w %d", ErrUnknownKind, r.Kind)
 	}
 	*e = event.Event{
@@ -117,9 +112,9 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 
 // widen turns the kernel's 32-bit inode numbers into the 64-bit ones that
 // stat(2) reports.
-func widen(ns *[event.NSCount]uint32) event.NS {
-	var out event.NS
-	for i, v := range ns {
+func widen(in *[ns.Count]uint32) ns.Set {
+	var out ns.Set
+	for i, v := range in {
 		out[i] = uint64(v)
 	}
 	return out

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 // record lays out a kernel record the way the BPF side writes it.
@@ -35,7 +36,7 @@ func TestRecordSizeMatchesC(t *testing.T) {
 
 func TestDecodeExec(t *testing.T) {
 	r := nstraceEvent{
-		TsNs: 5_000_000_000, Kind: kindExec, Pid: 42, Tid: 42, Ppid: 1, Nspid: 1,
+		TsNs: 5_000_000_000, Kind: uint32(nstraceNstKindNST_EV_EXEC), Pid: 42, Tid: 42, Ppid: 1, Nspid: 1,
 		Uid: 1000, Gid: 100, CgroupId: 77, Comm: comm("sh"),
 		FilenameLen: 7, ArgsLen: 14, Flags: flagArgsTruncated,
 	}
@@ -66,7 +67,7 @@ func TestDecodeExec(t *testing.T) {
 	if !e.ArgsTruncated || e.FilenameTruncated {
 		t.Errorf("truncation flags %v %v", e.ArgsTruncated, e.FilenameTruncated)
 	}
-	if e.NS[event.NSUTS] != 4026531839 || e.NS[event.NSCgroup] != 4026531830 {
+	if e.NS[ns.UTS] != 4026531839 || e.NS[ns.Cgroup] != 4026531830 {
 		t.Errorf("ns %v", e.NS)
 	}
 	if got := e.Time.Unix(); got != 1_700_000_005 {
@@ -88,7 +89,7 @@ func TestDecodeExit(t *testing.T) {
 	for _, c := range cases {
 		var e event.Event
 		var d Decoder
-		if err := d.Decode(record(nstraceEvent{Kind: kindExit, ExitStatus: c.status, DurationNs: 1500}, nil), &e); err != nil {
+		if err := d.Decode(record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXIT), ExitStatus: c.status, DurationNs: 1500}, nil), &e); err != nil {
 			t.Fatal(err)
 		}
 		if e.ExitCode != c.code || e.Signal != c.sig || e.CoreDumped != c.core || e.Duration != 1500 {
@@ -100,22 +101,22 @@ func TestDecodeExit(t *testing.T) {
 func TestDecodeForkAndSetns(t *testing.T) {
 	var d Decoder
 	var e event.Event
-	r := nstraceEvent{Kind: kindFork, Pid: 10, ChildPid: 11, ChildNspid: 1}
-	r.Ns[event.NSPid] = 100
-	r.NsOther[event.NSPid] = 200
+	r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_FORK), Pid: 10, ChildPid: 11, ChildNspid: 1}
+	r.Ns[ns.Pid] = 100
+	r.NsOther[ns.Pid] = 200
 	if err := d.Decode(record(r, nil), &e); err != nil {
 		t.Fatal(err)
 	}
-	if e.ChildPID != 11 || e.ChildNSPID != 1 || e.ChildNS[event.NSPid] != 200 {
+	if e.ChildPID != 11 || e.ChildNSPID != 1 || e.ChildNS[ns.Pid] != 200 {
 		t.Errorf("fork %+v", e)
 	}
-	r = nstraceEvent{Kind: kindSetns, Fd: -1, Ret: -9, FlagsRaw: 0x40000000, TargetNs: 55, TargetType: 0x40000000}
-	r.NsOther[event.NSNet] = 1
-	r.Ns[event.NSNet] = 2
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_SETNS), Fd: -1, Ret: -9, FlagsRaw: 0x40000000, TargetNs: 55, TargetType: 0x40000000}
+	r.NsOther[ns.Net] = 1
+	r.Ns[ns.Net] = 2
 	if err := d.Decode(record(r, nil), &e); err != nil {
 		t.Fatal(err)
 	}
-	if e.FD != -1 || e.Ret != -9 || e.TargetNS != 55 || e.PrevNS[event.NSNet] != 1 || e.NS[event.NSNet] != 2 {
+	if e.FD != -1 || e.Ret != -9 || e.TargetNS != 55 || e.PrevNS[ns.Net] != 1 || e.NS[ns.Net] != 2 {
 		t.Errorf("setns %+v", e)
 	}
 }
@@ -130,18 +131,18 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		t.Errorf("unknown kind: %v", err)
 	}
 	// The header promises more tail than there is.
-	if err := d.Decode(record(nstraceEvent{Kind: kindExec, FilenameLen: 10, ArgsLen: 10}, []byte("short")), &e); !errors.Is(err, ErrShortRecord) {
+	if err := d.Decode(record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXEC), FilenameLen: 10, ArgsLen: 10}, []byte("short")), &e); !errors.Is(err, ErrShortRecord) {
 		t.Errorf("short tail: %v", err)
 	}
-	if err := d.Decode(record(nstraceEvent{Kind: kindExec, FilenameLen: 0xffffffff, ArgsLen: 2}, []byte("ab")), &e); !errors.Is(err, ErrShortRecord) {
+	if err := d.Decode(record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXEC), FilenameLen: 0xffffffff, ArgsLen: 2}, []byte("ab")), &e); !errors.Is(err, ErrShortRecord) {
 		t.Errorf("huge length: %v", err)
 	}
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(record(nstraceEvent{Kind: kindExec, FilenameLen: 3, ArgsLen: 4}, []byte("/eea\x00b\x00")))
-	f.Add(record(nstraceEvent{Kind: kindExit, ExitStatus: 0x8b}, nil))
-	f.Add(record(nstraceEvent{Kind: kindSetns}, nil))
+	f.Add(record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXEC), FilenameLen: 3, ArgsLen: 4}, []byte("/eea\x00b\x00")))
+	f.Add(record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXIT), ExitStatus: 0x8b}, nil))
+	f.Add(record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_SETNS)}, nil))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var d Decoder
@@ -161,13 +162,32 @@ func FuzzDecode(f *testing.F) {
 }
 
 func BenchmarkDecodeExec(b *testing.B) {
-	raw := record(nstraceEvent{Kind: kindExec, FilenameLen: 11, ArgsLen: 11}, []byte("/usr/bin/shsh\x00-c\x00echo\x00"))
+	raw := record(nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXEC), FilenameLen: 11, ArgsLen: 11}, []byte("/usr/bin/shsh\x00-c\x00echo\x00"))
 	var d Decoder
 	var e event.Event
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := d.Decode(raw, &e); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The kernel record's namespace order is the Go table's: enum nst_ns in
+// bpf/nstrace.h against internal/ns.
+func TestRecordNamespaceOrder(t *testing.T) {
+	want := map[ns.Type]nstraceNstNs{
+		ns.Cgroup: nstraceNstNsNST_NS_CGROUP, ns.IPC: nstraceNstNsNST_NS_IPC, ns.Mnt: nstraceNstNsNST_NS_MNT,
+		ns.Net: nstraceNstNsNST_NS_NET, ns.Pid: nstraceNstNsNST_NS_PID, ns.PidForChildren: nstraceNstNsNST_NS_PID_FOR_CHILDREN,
+		ns.Time: nstraceNstNsNST_NS_TIME, ns.TimeForChildren: nstraceNstNsNST_NS_TIME_FOR_CHILDREN,
+		ns.User: nstraceNstNsNST_NS_USER, ns.UTS: nstraceNstNsNST_NS_UTS,
+	}
+	if len(want) != int(ns.Count) || nstraceNstNsNST_NS_COUNT != nstraceNstNs(ns.Count) {
+		t.Fatalf("the kernel record has %d namespace slots, internal/ns %d types", nstraceNstNsNST_NS_COUNT, ns.Count)
+	}
+	for typ, idx := range want {
+		if nstraceNstNs(typ) != idx {
+			t.Errorf("%s: Go index %d, kernel index %d", typ, typ, idx)
 		}
 	}
 }

@@ -49,6 +49,43 @@ type nstraceExecBuf struct {
 	Data [36864]int8
 }
 
+type nstraceNstFlag uint32
+
+const (
+	nstraceNstFlagNST_F_ARGS_TRUNCATED     nstraceNstFlag = 1
+	nstraceNstFlagNST_F_FILENAME_TRUNCATED nstraceNstFlag = 2
+	nstraceNstFlagNST_F_ARGS_UNREADABLE    nstraceNstFlag = 4
+	nstraceNstFlagNST_F_TARGET_PIDFD       nstraceNstFlag = 8
+	nstraceNstFlagNST_F_TARGET_NSFS        nstraceNstFlag = 16
+)
+
+type nstraceNstKind uint32
+
+const (
+	nstraceNstKindNST_EV_FORK    nstraceNstKind = 1
+	nstraceNstKindNST_EV_EXEC    nstraceNstKind = 2
+	nstraceNstKindNST_EV_EXIT    nstraceNstKind = 3
+	nstraceNstKindNST_EV_CLONE   nstraceNstKind = 4
+	nstraceNstKindNST_EV_UNSHARE nstraceNstKind = 5
+	nstraceNstKindNST_EV_SETNS   nstraceNstKind = 6
+)
+
+type nstraceNstNs uint32
+
+const (
+	nstraceNstNsNST_NS_CGROUP            nstraceNstNs = 0
+	nstraceNstNsNST_NS_IPC               nstraceNstNs = 1
+	nstraceNstNsNST_NS_MNT               nstraceNstNs = 2
+	nstraceNstNsNST_NS_NET               nstraceNstNs = 3
+	nstraceNstNsNST_NS_PID               nstraceNstNs = 4
+	nstraceNstNsNST_NS_PID_FOR_CHILDREN  nstraceNstNs = 5
+	nstraceNstNsNST_NS_TIME              nstraceNstNs = 6
+	nstraceNstNsNST_NS_TIME_FOR_CHILDREN nstraceNstNs = 7
+	nstraceNstNsNST_NS_USER              nstraceNstNs = 8
+	nstraceNstNsNST_NS_UTS               nstraceNstNs = 9
+	nstraceNstNsNST_NS_COUNT             nstraceNstNs = 10
+)
+
 // loadNstrace returns the embedded CollectionSpec for nstrace.
 func loadNstrace() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_NstraceBytes)
@@ -131,6 +168,9 @@ type nstraceVariableSpecs struct {
 	NstWantSetns   *ebpf.VariableSpec `ebpf:"nst_want_setns"`
 	NstWantUnshare *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlag     *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedKind     *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedNs       *ebpf.VariableSpec `ebpf:"unused_ns"`
 }
 
 // nstraceObjects contains all objects after they have been loaded into the kernel.
@@ -194,6 +234,9 @@ type nstraceVariables struct {
 	NstWantSetns   *ebpf.Variable `ebpf:"nst_want_setns"`
 	NstWantUnshare *ebpf.Variable `ebpf:"nst_want_unshare"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlag     *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedKind     *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedNs       *ebpf.Variable `ebpf:"unused_ns"`
 }
 
 // nstracePrograms contains all programs after they have been loaded into the kernel.

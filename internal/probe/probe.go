@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package probe loads nstrace's BPF programs, attaches the ones the chosen
-// events need, and reads their records from the ring buffer.
+// events need, and reads their records from the ring buffer. It is the
+// only package that speaks to the kernel's BPF interface.
 package probe
 
 import (
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 // DefaultBufferSize is the ring buffer's default size: enough to absorb a
@@ -33,36 +35,45 @@ const MinBufferSize = 4096
 // this timer.
 const PollInterval = 50 * time.Millisecond
 
+// Errors Read returns besides decoding errors and os.ErrDeadlineExceeded.
+var (
+	// ErrClosed: Interrupt or Close was called.
+	ErrClosed = errors.New("probe closed")
+)
+
 // Options choose what the probe traces.
 type Options struct {
 	Kinds      event.KindSet
 	BufferSize int // bytes, a power of two multiple of the page size
 	Debug      bool
-
-	// FilterPIDs reports only processes in the traced set: PIDs, and the
-	// ones added later with Trace. Follow adds every child of a traced
-	// process to the set as it is born, in the kernel.
-	FilterPIDs bool
-	PIDs       []uint32
-	Follow     bool
-	// NS, if not empty, reports only processes with one of these
-	// namespaces: inode to the types it counts for (see NSTypeMask).
-	NS map[uint32]uint32
+	Filter     Filter
 }
 
-// NSTypeMask is the NS filter mask for one namespace type.
-func NSTypeMask(t event.NSType) uint32 { return 1 << t }
+// Filter is what the kernel side drops before it queues anything.
+type Filter struct {
+	// Tracked reports only processes in the traced set: PIDs, and the
+	// ones added later with Track. Follow adds every child of a traced
+	// process to the set as it is born, in the kernel.
+	Tracked bool
+	PIDs    []uint32
+	Follow  bool
+	// Namespaces, if not empty, reports only processes with one of these
+	// namespaces.
+	Namespaces []NSRef
+}
 
-// AnyNSType is the NS filter mask that matches an inode as any type.
-const AnyNSType = 1<<event.NSCount - 1
+// NSRef is a namespace inode and the types under which it counts.
+type NSRef struct {
+	Inode uint64
+	Types ns.Mask
+}
 
 // Probe is a loaded and attached set of nstrace programs.
 type Probe struct {
 	coll    *ebpf.Collection
+	maps    nstraceMaps
 	links   []link.Link
 	rd      *ringbuf.Reader
-	lost    *ebpf.Map
-	traced  *ebpf.Map
 	lostSum uint64
 	rec     ringbuf.Record
 	dec     Decoder
@@ -71,26 +82,30 @@ type Probe struct {
 // BTFPath is where the running kernel exposes its type information.
 var BTFPath = "/sys/kernel/btf/vmlinux"
 
-// Programs to attach for each kind. fork and clone share the fork
-// tracepoint; clone, unshare and setns are seen at syscall entry and exit.
-// Following a process tree needs the fork and exit tracepoints whatever the
-// kinds shown: they keep the traced set.
-func programsFor(opts Options) []string {
-	kinds := opts.Kinds
-	var names []string
-	if kinds.Has(event.Fork) || kinds.Has(event.Clone) || (opts.FilterPIDs && opts.Follow) {
-		names = append(names, "nst_fork")
+// programsFor lists the programs the options need. fork and clone share
+// the fork tracepoint; clone, unshare and setns are seen at syscall entry
+// and exit. Following a process tree needs the fork and exit tracepoints
+// whatever the kinds shown: they keep the traced set.
+func programsFor(p *nstraceProgramSpecs, opts Options) []*ebpf.ProgramSpec {
+	kinds, f := opts.Kinds, opts.Filter
+	var out []*ebpf.ProgramSpec
+	if kinds.Has(event.Fork) || kinds.Has(event.Clone) || (f.Tracked && f.Follow) {
+		out = append(out, p.NstFork)
 	}
 	if kinds.Has(event.Exec) {
-		names = append(names, "nst_exec")
+		out = append(out, p.NstExec)
 	}
-	if kinds.Has(event.Exit) || opts.FilterPIDs {
-		names = append(names, "nst_exit")
+	if kinds.Has(event.Exit) || f.Tracked {
+		out = append(out, p.NstExit)
 	}
-	if kinds.Has(event.Clone) || kinds.Has(event.Unshare) || kinds.Has(event.Setns) {
-		names = append(names, "nst_sys_enter", "nst_sys_exit")
+	if needsSyscalls(kinds) {
+		out = append(out, p.NstSysEnter, p.NstSysExit)
 	}
-	return names
+	return out
+}
+
+func needsSyscalls(kinds event.KindSet) bool {
+	return kinds.Has(event.Clone) || kinds.Has(event.Unshare) || kinds.Has(event.Setns)
 }
 
 // ValidBufferSize reports whether n can size the ring buffer.
@@ -105,75 +120,66 @@ func ValidBufferSize(n int) error {
 	return nil
 }
 
+// checkKernel says in one line why this kernel or process cannot run the
+// programs, or returns nil.
+func checkKernel() error {
+	if _, err := os.Stat(BTFPath); err != nil {
+		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
+	}
+	if os.Geteuid() != 0 && !hasBPFCaps() {
+		return errors.New("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (and CAP_SYS_RESOURCE on kernels before 5.11)")
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return errors.New("kernel too old: nstrace needs the BPF ring buffer of Linux 5.8 or newer")
+		}
+		return hint(fmt.Errorf("probing for the BPF ring buffer: %w", err))
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return hint(fmt.Errorf("raising the memlock limit: %w", err))
+	}
+	return nil
+}
+
 // Open checks the kernel, loads the programs the options need and attaches
 // them. Events start queueing at once; Read returns them.
 func Open(opts Options) (_ *Probe, err error) {
+	if opts.Kinds == 0 {
+		return nil, errors.New("no events selected")
+	}
 	if opts.BufferSize == 0 {
 		opts.BufferSize = DefaultBufferSize
 	}
 	if err := ValidBufferSize(opts.BufferSize); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(BTFPath); err != nil {
-		return nil, fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
+	if needsSyscalls(opts.Kinds) && !syscallHooksArch() {
+		return nil, errors.New("clone, unshare and setns events are supported on x86_64 and arm64 only")
 	}
-	if os.Geteuid() != 0 && !hasBPFCaps() {
-		return nil, errors.New("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (and CAP_SYS_RESOURCE on kernels before 5.11)")
-	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return nil, errors.New("kernel too old: nstrace needs the BPF ring buffer of Linux 5.8 or newer")
-		}
-		return nil, hint(fmt.Errorf("probing for the BPF ring buffer: %w", err))
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, hint(fmt.Errorf("raising the memlock limit: %w", err))
+	if err := checkKernel(); err != nil {
+		return nil, err
 	}
 
 	spec, err := loadNstrace()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	want := programsFor(opts)
-	if opts.Kinds == 0 {
-		return nil, errors.New("no events selected")
+	var specs nstraceSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	keep := map[string]bool{}
-	for _, n := range want {
-		keep[n] = true
+	want := programsFor(&specs.nstraceProgramSpecs, opts)
+	keep := map[*ebpf.ProgramSpec]bool{}
+	for _, p := range want {
+		keep[p] = true
 	}
-	for name := range spec.Programs {
-		if !keep[name] {
+	for name, p := range spec.Programs {
+		if !keep[p] {
 			delete(spec.Programs, name)
 		}
 	}
-	cpus, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, fmt.Errorf("counting CPUs: %w", err)
-	}
-	spec.Maps["exec_heap"].MaxEntries = uint32(cpus)
-	spec.Maps["events"].MaxEntries = uint32(opts.BufferSize)
-
-	// An eighth of the buffer queued wakes the reader at once; less waits
-	// for its poll, or wakes it if it was idle (see wakeup_flags).
-	wakeup := opts.BufferSize / 8
-	vars := map[string]any{
-		"nst_want_fork":    b2u(opts.Kinds.Has(event.Fork)),
-		"nst_want_exec":    b2u(opts.Kinds.Has(event.Exec)),
-		"nst_want_exit":    b2u(opts.Kinds.Has(event.Exit)),
-		"nst_filter_pids":  b2u(opts.FilterPIDs),
-		"nst_follow":       b2u(opts.Follow),
-		"nst_filter_ns":    b2u(len(opts.NS) > 0),
-		"nst_want_clone":   b2u(opts.Kinds.Has(event.Clone)),
-		"nst_want_unshare": b2u(opts.Kinds.Has(event.Unshare)),
-		"nst_want_setns":   b2u(opts.Kinds.Has(event.Setns)),
-		"nst_wakeup_bytes": uint32(wakeup),
-	}
-	for name, nr := range syscallNumbers {
-		vars[name] = nr
-	}
-	if err := setVars(spec, vars); err != nil {
+	if err := configure(&specs, opts); err != nil {
 		return nil, err
 	}
 
@@ -187,26 +193,27 @@ func Open(opts Options) (_ *Probe, err error) {
 	if err != nil {
 		return nil, loadError(err, opts.Debug)
 	}
-	p.lost = p.coll.Maps["lost"]
-	p.traced = p.coll.Maps["traced"]
-	for _, pid := range opts.PIDs {
-		if err := p.Trace(pid); err != nil {
+	if err := p.coll.Assign(&p.maps); err != nil {
+		return nil, fmt.Errorf("reading the loaded maps: %w", err)
+	}
+	for _, pid := range opts.Filter.PIDs {
+		if err := p.Track(pid); err != nil {
 			return nil, err
 		}
 	}
-	for ino, mask := range opts.NS {
-		if err := p.coll.Maps["ns_filter"].Put(ino, mask); err != nil {
+	for _, r := range opts.Filter.Namespaces {
+		if err := p.maps.NsFilter.Update(uint32(r.Inode), uint32(r.Types), ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("setting the namespace filter: %w", err)
 		}
 	}
-	p.rd, err = ringbuf.NewReader(p.coll.Maps["events"])
+	p.rd, err = ringbuf.NewReader(p.maps.Events)
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
 	}
-	for _, name := range want {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.coll.Programs[name]})
+	for _, ps := range want {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.coll.Programs[ps.Name]})
 		if err != nil {
-			return nil, hint(fmt.Errorf("attaching %s (%s): %w", name, spec.Programs[name].AttachTo, err))
+			return nil, hint(fmt.Errorf("attaching %s (%s): %w", ps.Name, ps.AttachTo, err))
 		}
 		p.links = append(p.links, l)
 	}
@@ -214,14 +221,44 @@ func Open(opts Options) (_ *Probe, err error) {
 	return p, nil
 }
 
-func setVars(spec *ebpf.CollectionSpec, vars map[string]any) error {
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("BPF object lacks variable %s", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
+// configure sizes the maps and sets the programs' load-time options.
+func configure(s *nstraceSpecs, opts Options) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("counting CPUs: %w", err)
+	}
+	s.ExecHeap.MaxEntries = uint32(cpus)
+	s.Events.MaxEntries = uint32(opts.BufferSize)
+	k, f := opts.Kinds, opts.Filter
+	v := &s.nstraceVariableSpecs
+	// An eighth of the buffer queued wakes the reader at once; less waits
+	// for its poll, or wakes it if it was idle (see wakeup_flags).
+	if err := setAll([]varSetting{
+		{v.NstWantFork, b2u(k.Has(event.Fork))},
+		{v.NstWantExec, b2u(k.Has(event.Exec))},
+		{v.NstWantExit, b2u(k.Has(event.Exit))},
+		{v.NstWantClone, b2u(k.Has(event.Clone))},
+		{v.NstWantUnshare, b2u(k.Has(event.Unshare))},
+		{v.NstWantSetns, b2u(k.Has(event.Setns))},
+		{v.NstFilterPids, b2u(f.Tracked)},
+		{v.NstFollow, b2u(f.Follow)},
+		{v.NstFilterNs, b2u(len(f.Namespaces) > 0)},
+		{v.NstWakeupBytes, uint32(opts.BufferSize / 8)},
+	}); err != nil {
+		return err
+	}
+	return setSyscallNumbers(v)
+}
+
+type varSetting struct {
+	v   *ebpf.VariableSpec
+	val any
+}
+
+func setAll(settings []varSetting) error {
+	for _, s := range settings {
+		if err := s.v.Set(s.val); err != nil {
+			return fmt.Errorf("setting %v: %w", s.v, err)
 		}
 	}
 	return nil
@@ -271,9 +308,9 @@ func loadError(err error, debug bool) error {
 	return hint(fmt.Errorf("loading BPF programs: %w", err))
 }
 
-// Trace adds a process to the traced set (with FilterPIDs).
-func (p *Probe) Trace(pid uint32) error {
-	if err := p.traced.Put(pid, uint8(1)); err != nil {
+// Track adds a process to the traced set (with Filter.Tracked).
+func (p *Probe) Track(pid uint32) error {
+	if err := p.maps.Traced.Update(pid, uint8(1), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("tracing pid %d: %w", pid, err)
 	}
 	return nil
@@ -287,9 +324,12 @@ func (p *Probe) Pending() int { return p.rd.AvailableBytes() }
 
 // Read waits for the next record and decodes it into e. The event's byte
 // slices are valid until the next Read. It returns os.ErrDeadlineExceeded
-// when the deadline passes and ringbuf.ErrClosed after Close.
+// when the deadline passes and ErrClosed after Interrupt or Close.
 func (p *Probe) Read(e *event.Event) error {
 	if err := p.rd.ReadInto(&p.rec); err != nil {
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return ErrClosed
+		}
 		return err
 	}
 	return p.dec.Decode(p.rec.RawSample, e)
@@ -299,7 +339,7 @@ func (p *Probe) Read(e *event.Event) error {
 // call.
 func (p *Probe) Lost() (uint64, error) {
 	var per []uint64
-	if err := p.lost.Lookup(uint32(0), &per); err != nil {
+	if err := p.maps.Lost.Lookup(uint32(0), &per); err != nil {
 		return 0, fmt.Errorf("reading the lost-event counters: %w", err)
 	}
 	var sum uint64
@@ -311,8 +351,8 @@ func (p *Probe) Lost() (uint64, error) {
 	return d, nil
 }
 
-// Interrupt makes a blocked Read return ringbuf.ErrClosed; safe to call
-// from another goroutine.
+// Interrupt makes a blocked Read return ErrClosed; safe to call from
+// another goroutine.
 func (p *Probe) Interrupt() error {
 	if p.rd == nil {
 		return nil

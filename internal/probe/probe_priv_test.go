@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/nsflag"
-	"github.com/nstrace/nstrace/internal/nsinfo"
+	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/probe"
+	"github.com/nstrace/nstrace/internal/procfs"
 	"github.com/nstrace/nstrace/internal/testutil"
 )
 
@@ -59,23 +59,23 @@ func start(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
 	return cmd
 }
 
-func procNS(t *testing.T, pid uint32) event.NS {
+func procNS(t *testing.T, pid uint32) ns.Set {
 	t.Helper()
-	ns, err := nsinfo.ReadNS(nsinfo.ProcRoot, strconv.Itoa(int(pid)))
+	set, err := procfs.ReadPIDNS(procfs.Root, pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for typ, v := range ns {
+	for typ, v := range set {
 		if v == 0 {
-			t.Fatalf("/proc/%d/ns/%s unreadable", pid, event.NSType(typ))
+			t.Fatalf("/proc/%d/ns/%s unreadable", pid, ns.Type(typ))
 		}
 	}
-	return ns
+	return set
 }
 
-func assertNS(t *testing.T, what string, got, want event.NS) {
+func assertNS(t *testing.T, what string, got, want ns.Set) {
 	t.Helper()
-	for typ := event.NSType(0); typ < event.NSCount; typ++ {
+	for typ := ns.Type(0); typ < ns.Count; typ++ {
 		if got[typ] != want[typ] {
 			t.Errorf("%s: ns %s = %d, /proc says %d", what, typ, got[typ], want[typ])
 		}
@@ -100,15 +100,16 @@ func TestPrivilegedExecForkExitInNewNamespaces(t *testing.T) {
 	want := procNS(t, sleepPID)
 	assertNS(t, "exec", ex.NS, want)
 	host := procNS(t, uint32(os.Getpid()))
-	for _, typ := range []event.NSType{event.NSPid, event.NSNet, event.NSUTS, event.NSIPC, event.NSMnt} {
+	for _, typ := range []ns.Type{ns.Pid, ns.Net, ns.UTS, ns.IPC, ns.Mnt} {
 		if want[typ] == host[typ] {
 			t.Errorf("sleep shares the host's %s namespace; the test needs a fresh one", typ)
 		}
 	}
-	nspid, err := nsinfo.NSpid(nsinfo.ProcRoot, strconv.Itoa(int(sleepPID)))
-	if err != nil {
-		t.Fatal(err)
+	proc, ok := procfs.ReadProc(procfs.Root, sleepPID)
+	if !ok {
+		t.Fatalf("process %d is gone", sleepPID)
 	}
+	nspid := proc.NSPID
 	if ex.NSPID != nspid || nspid != 1 {
 		t.Errorf("exec nspid = %d, /proc NSpid = %d, want 1", ex.NSPID, nspid)
 	}
@@ -128,8 +129,8 @@ func TestPrivilegedExecForkExitInNewNamespaces(t *testing.T) {
 		t.Errorf("fork pid=%d child_nspid=%d, want %d and 1", fk.PID, fk.ChildNSPID, upid)
 	}
 	assertNS(t, "fork child", fk.ChildNS, want)
-	if !slices.Contains(fk.NewNS(), event.NSPid) {
-		t.Errorf("fork new namespaces %v lack pid", fk.NewNS())
+	if !fk.NewNS().Has(ns.Pid) {
+		t.Errorf("fork new namespaces %v lack pid", fk.NewNS().Types())
 	}
 
 	// Death by signal, reported once, with its lifetime.
@@ -162,8 +163,8 @@ func TestPrivilegedExitCodeAndForkPairs(t *testing.T) {
 	if fk.PID != shPID || ex.PPID != shPID || fk.ChildNSPID != ex.PID {
 		t.Errorf("fork %d→%d (nspid %d), exec ppid %d; want parent %d", fk.PID, fk.ChildPID, fk.ChildNSPID, ex.PPID, shPID)
 	}
-	if len(fk.NewNS()) != 0 {
-		t.Errorf("plain fork reports new namespaces %v", fk.NewNS())
+	if fk.NewNS() != 0 {
+		t.Errorf("plain fork reports new namespaces %v", fk.NewNS().Types())
 	}
 	ee := c.Wait(t, 1, wait, kindPID(event.Exit, shPID))[0]
 	if ee.ExitCode != 7 || ee.Signal != 0 || ee.CoreDumped {
@@ -270,7 +271,7 @@ func TestPrivilegedUnshare(t *testing.T) {
 	}
 	assertNS(t, "unshare after", u.NS, after)
 	assertNS(t, "unshare before", u.PrevNS, host)
-	if got := u.NewNS(); !slices.Equal(got, []event.NSType{event.NSNet, event.NSUTS}) {
+	if got := u.NewNS().Types(); !slices.Equal(got, []ns.Type{ns.Net, ns.UTS}) {
 		t.Errorf("new namespaces %v, want [net uts]", got)
 	}
 }
@@ -288,20 +289,20 @@ func TestPrivilegedUnshareForkPid(t *testing.T) {
 	if u.FlagsRaw != unix.CLONE_NEWPID || u.Ret != 0 {
 		t.Errorf("unshare flags %#x ret %d", u.FlagsRaw, u.Ret)
 	}
-	if got := u.NewNS(); !slices.Equal(got, []event.NSType{event.NSPidForChildren}) {
+	if got := u.NewNS().Types(); !slices.Equal(got, []ns.Type{ns.PidForChildren}) {
 		t.Errorf("unshare --pid changes %v, want [pid_for_children]", got)
 	}
-	if u.NS[event.NSPidForChildren] != child[event.NSPid] {
-		t.Errorf("pid_for_children %d, child's pid ns %d", u.NS[event.NSPidForChildren], child[event.NSPid])
+	if u.NS[ns.PidForChildren] != child[ns.Pid] {
+		t.Errorf("pid_for_children %d, child's pid ns %d", u.NS[ns.PidForChildren], child[ns.Pid])
 	}
 	fk := c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Fork && e.ChildPID == ex.PID })[0]
-	if fk.ChildNSPID != 1 || !slices.Equal(fk.NewNS(), []event.NSType{event.NSPid}) {
-		t.Errorf("fork child nspid %d new %v", fk.ChildNSPID, fk.NewNS())
+	if fk.ChildNSPID != 1 || !slices.Equal(fk.NewNS().Types(), []ns.Type{ns.Pid}) {
+		t.Errorf("fork child nspid %d new %v", fk.ChildNSPID, fk.NewNS().Types())
 	}
 }
 
 // target starts a process in fresh namespaces to enter.
-func target(t *testing.T, c *testutil.Collector) (uint32, event.NS) {
+func target(t *testing.T, c *testutil.Collector) (uint32, ns.Set) {
 	t.Helper()
 	m := marker()
 	start(t, exec.Command("unshare", "--fork", "--kill-child", "--pid", "--mount", "--uts", "--ipc", "--net", "sleep", m))
@@ -320,12 +321,12 @@ func TestPrivilegedNsenter(t *testing.T) {
 	}
 	pid := uint32(cmd.Process.Pid)
 	evs := c.Wait(t, 5, wait, kindPID(event.Setns, pid))
-	seen := map[event.NSType]bool{}
+	seen := map[ns.Type]bool{}
 	for _, e := range evs {
 		if e.Ret != 0 {
 			t.Errorf("setns fd %d returned %d", e.FD, e.Ret)
 		}
-		typ, ok := nsTypeOfBit(e.TargetType)
+		typ, ok := ns.OfCloneFlag(e.TargetType)
 		if !ok {
 			t.Errorf("setns fd %d: target type %#x", e.FD, e.TargetType)
 			continue
@@ -339,22 +340,18 @@ func TestPrivilegedNsenter(t *testing.T) {
 		}
 		// Entering a pid namespace changes where children go.
 		after := typ
-		if typ == event.NSPid {
-			after = event.NSPidForChildren
+		if typ == ns.Pid {
+			after = ns.PidForChildren
 		}
 		if e.NS[after] != tns[typ] {
 			t.Errorf("after setns %s: %s is %d, want %d", typ, after, e.NS[after], tns[typ])
 		}
 	}
-	for _, typ := range []event.NSType{event.NSMnt, event.NSUTS, event.NSIPC, event.NSNet, event.NSPid} {
+	for _, typ := range []ns.Type{ns.Mnt, ns.UTS, ns.IPC, ns.Net, ns.Pid} {
 		if !seen[typ] {
 			t.Errorf("no setns into %s", typ)
 		}
 	}
-}
-
-func nsTypeOfBit(bit uint64) (event.NSType, bool) {
-	return event.ParseNSType(nsflag.TypeName(bit))
 }
 
 func TestPrivilegedSetnsPidfd(t *testing.T) {
@@ -370,10 +367,10 @@ func TestPrivilegedSetnsPidfd(t *testing.T) {
 	if e.TargetPID != tpid || e.FlagsRaw != uint64(flags) || e.Ret != 0 || e.TargetNS != 0 {
 		t.Errorf("pidfd setns: target_pid %d nstype %#x ret %d target_ns %d", e.TargetPID, e.FlagsRaw, e.Ret, e.TargetNS)
 	}
-	if e.NS[event.NSNet] != tns[event.NSNet] || e.NS[event.NSUTS] != tns[event.NSUTS] {
-		t.Errorf("after pidfd setns: net %d uts %d, want %d %d", e.NS[event.NSNet], e.NS[event.NSUTS], tns[event.NSNet], tns[event.NSUTS])
+	if e.NS[ns.Net] != tns[ns.Net] || e.NS[ns.UTS] != tns[ns.UTS] {
+		t.Errorf("after pidfd setns: net %d uts %d, want %d %d", e.NS[ns.Net], e.NS[ns.UTS], tns[ns.Net], tns[ns.UTS])
 	}
-	if got := e.NewNS(); !slices.Equal(got, []event.NSType{event.NSNet, event.NSUTS}) {
+	if got := e.NewNS().Types(); !slices.Equal(got, []ns.Type{ns.Net, ns.UTS}) {
 		t.Errorf("moved in %v, want [net uts]", got)
 	}
 }
@@ -384,7 +381,7 @@ func TestPrivilegedSetnsBadFD(t *testing.T) {
 	cmd := helperCmd("setns", "fd", "9999", "0")
 	_ = cmd.Run()
 	e := c.Wait(t, 1, wait, kindPID(event.Setns, uint32(cmd.Process.Pid)))[0]
-	if e.Ret != -int64(unix.EBADF) || e.FD != 9999 || e.FlagsRaw != 0 || len(e.NewNS()) != 0 {
+	if e.Ret != -int64(unix.EBADF) || e.FD != 9999 || e.FlagsRaw != 0 || e.NewNS() != 0 {
 		t.Errorf("bad fd setns: ret %d fd %d nstype %#x moved %v", e.Ret, e.FD, e.FlagsRaw, e.NewNS())
 	}
 }
@@ -409,8 +406,8 @@ func TestPrivilegedIPNetns(t *testing.T) {
 		t.Fatalf("ip netns exec: %v: %s", err, out)
 	}
 	e := c.Wait(t, 1, wait, kindPID(event.Setns, uint32(cmd.Process.Pid)))[0]
-	if e.TargetNS != st.Ino || e.TargetType != unix.CLONE_NEWNET || e.Ret != 0 || e.NS[event.NSNet] != st.Ino {
-		t.Errorf("ip netns exec: target %d type %#x ret %d net after %d; bind mount inode %d", e.TargetNS, e.TargetType, e.Ret, e.NS[event.NSNet], st.Ino)
+	if e.TargetNS != st.Ino || e.TargetType != unix.CLONE_NEWNET || e.Ret != 0 || e.NS[ns.Net] != st.Ino {
+		t.Errorf("ip netns exec: target %d type %#x ret %d net after %d; bind mount inode %d", e.TargetNS, e.TargetType, e.Ret, e.NS[ns.Net], st.Ino)
 	}
 }
 
@@ -430,7 +427,7 @@ func TestPrivilegedCloneWithNamespaces(t *testing.T) {
 		t.Errorf("clone pid %d flags %#x", cl.PID, cl.FlagsRaw)
 	}
 	assertNS(t, "clone child", cl.ChildNS, want)
-	if got := cl.NewNS(); !slices.Equal(got, []event.NSType{event.NSNet, event.NSUTS}) {
+	if got := cl.NewNS().Types(); !slices.Equal(got, []ns.Type{ns.Net, ns.UTS}) {
 		t.Errorf("clone new namespaces %v", got)
 	}
 	c.Settle()
@@ -450,10 +447,10 @@ func TestPrivilegedNSFilterInKernel(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	all := testutil.Collect(t, event.AllKinds())
 	tpid, tns := target(t, all)
-	net := tns[event.NSNet]
+	net := tns[ns.Net]
 	c := testutil.CollectWith(t, probe.Options{
-		Kinds: event.AllKinds(),
-		NS:    map[uint32]uint32{uint32(net): probe.NSTypeMask(event.NSNet)},
+		Kinds:  event.AllKinds(),
+		Filter: probe.Filter{Namespaces: []probe.NSRef{{Inode: net, Types: ns.MaskOf(ns.Net)}}},
 	})
 	a, b, d := marker(), marker(), marker()
 	// A host process, a process entering the target's netns, and one in
@@ -474,7 +471,7 @@ func TestPrivilegedNSFilterInKernel(t *testing.T) {
 		if hasArg(e, a) || hasArg(e, d) {
 			t.Errorf("filtered feed shows %v %q", e.Kind, e.Args)
 		}
-		if e.NS[event.NSNet] != net && e.ChildNS[event.NSNet] != net && e.PrevNS[event.NSNet] != net {
+		if e.NS[ns.Net] != net && e.ChildNS[ns.Net] != net && e.PrevNS[ns.Net] != net {
 			t.Errorf("%v of pid %d (%s) is not in net:[%d]", e.Kind, e.PID, e.Comm, net)
 		}
 	}
@@ -499,7 +496,7 @@ func TestPrivilegedPIDFilterInKernel(t *testing.T) {
 			pid := uint32(sh.Process.Pid)
 			all.Wait(t, 1, wait, kindPID(event.Exec, pid)) // sh itself is running
 			c := testutil.CollectWith(t, probe.Options{
-				Kinds: event.AllKinds(), FilterPIDs: true, PIDs: []uint32{pid}, Follow: follow,
+				Kinds: event.AllKinds(), Filter: probe.Filter{Tracked: true, PIDs: []uint32{pid}, Follow: follow},
 			})
 			if err := exec.Command("/bin/true", a).Run(); err != nil {
 				t.Fatal(err)

@@ -7,9 +7,12 @@ package testutil
 import (
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/probe"
@@ -74,7 +77,7 @@ func (c *Collector) loop() {
 			continue
 		}
 		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
+			if !errors.Is(err, probe.ErrClosed) {
 				c.mu.Lock()
 				c.err = err
 				c.mu.Unlock()
@@ -85,12 +88,6 @@ func (c *Collector) loop() {
 		c.evs = append(c.evs, e.Clone())
 		c.mu.Unlock()
 	}
-}
-
-// Lost returns the kernel's count of events it could not queue.
-func (c *Collector) Lost() uint64 {
-	n, _ := c.p.Lost()
-	return n
 }
 
 // Events returns a snapshot of what has arrived so far.
@@ -130,3 +127,48 @@ func (c *Collector) Wait(t testing.TB, n int, timeout time.Duration, match func(
 
 // Settle waits long enough for every queued event to be read.
 func (c *Collector) Settle() { time.Sleep(3 * probe.PollInterval) }
+
+// LoadedPrograms lists the ids of loaded BPF programs with nstrace's
+// names (nst_...).
+func LoadedPrograms() map[ebpf.ProgramID]string {
+	out := map[ebpf.ProgramID]string{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return out
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && strings.HasPrefix(info.Name, "nst_") {
+			out[id] = info.Name
+		}
+	}
+}
+
+// WaitProgramsGone fails t unless every nstrace program loaded since
+// before was listed is gone within 5 seconds.
+func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := map[ebpf.ProgramID]string{}
+		for id, name := range LoadedPrograms() {
+			if _, old := before[id]; !old {
+				left[id] = name
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("programs left in the kernel: %v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,16 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package nsinfo
+package procfs
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/ns"
 )
 
 // Proc is what /proc says about one process.
@@ -18,7 +17,7 @@ type Proc struct {
 	PID, PPID, NSPID uint32
 	Comm             string
 	Cgroup           string // cgroup v2 path
-	NS               event.NS
+	NS               ns.Set
 	// Readable is false when none of the namespace links could be read
 	// (the process went away, or the kernel refused, as for PID 1 in
 	// some sandboxes).
@@ -52,8 +51,8 @@ func ReadProc(procRoot string, pid uint32) (Proc, bool) {
 			}
 		}
 	}
-	ns, err := ReadNS(procRoot, strconv.Itoa(int(pid)))
-	p.NS, p.Readable = ns, err == nil
+	set, err := ReadPIDNS(procRoot, pid)
+	p.NS, p.Readable = set, err == nil
 	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if rest, ok := strings.CutPrefix(line, "0::"); ok {
@@ -81,13 +80,18 @@ func Procs(procRoot string) []Proc {
 	return out
 }
 
-// ListedTypes are the namespace types a listing shows, as lsns does: the
-// *_for_children links name namespaces that processes are not in.
-var ListedTypes = []event.NSType{event.NSCgroup, event.NSIPC, event.NSMnt, event.NSNet, event.NSPid, event.NSTime, event.NSUser, event.NSUTS}
+// FindProc finds pid in procs, which are in pid order (as Procs returns).
+func FindProc(procs []Proc, pid uint32) (Proc, bool) {
+	i, found := sort.Find(len(procs), func(i int) int { return int(pid) - int(procs[i].PID) })
+	if !found {
+		return Proc{}, false
+	}
+	return procs[i], true
+}
 
 // Namespace is one namespace and who keeps it alive.
 type Namespace struct {
-	Type  event.NSType
+	Type  ns.Type
 	Inode uint64
 	PIDs  []uint32 // processes in it, in order
 	// Mounts are bind mounts of it (ip netns add), FDs processes holding
@@ -97,14 +101,14 @@ type Namespace struct {
 }
 
 type nsKey struct {
-	typ   event.NSType
+	typ   ns.Type
 	inode uint64
 }
 
 // nsIndex gathers namespaces by type and inode.
 type nsIndex map[nsKey]*Namespace
 
-func (x nsIndex) get(t event.NSType, ino uint64) *Namespace {
+func (x nsIndex) get(t ns.Type, ino uint64) *Namespace {
 	k := nsKey{t, ino}
 	n := x[k]
 	if n == nil {
@@ -119,7 +123,7 @@ func (x nsIndex) get(t event.NSType, ino uint64) *Namespace {
 func processesAndMounts(mountinfo string, procs []Proc) nsIndex {
 	x := nsIndex{}
 	for _, p := range procs {
-		for _, t := range ListedTypes {
+		for _, t := range ns.Listed {
 			if ino := p.NS[t]; ino != 0 {
 				n := x.get(t, ino)
 				n.PIDs = append(n.PIDs, p.PID)
@@ -168,8 +172,8 @@ func NamespacesHeldOpen(procRoot, mountinfo string, procs []Proc) []Namespace {
 				continue
 			}
 			// An fd on pid_for_children reads "pid:[...]" too.
-			typ, ino, ok := ParseLink(target)
-			t, known := event.ParseNSType(typ)
+			typ, ino, ok := ns.ParseLink(target)
+			t, known := ns.Parse(typ)
 			if !ok || !known {
 				continue
 			}
@@ -180,50 +184,27 @@ func NamespacesHeldOpen(procRoot, mountinfo string, procs []Proc) []Namespace {
 	return x.sorted()
 }
 
-// FindProc finds pid in procs, which are in pid order (as Procs returns).
-func FindProc(procs []Proc, pid uint32) (Proc, bool) {
-	i, found := sort.Find(len(procs), func(i int) int { return int(pid) - int(procs[i].PID) })
-	if !found {
-		return Proc{}, false
-	}
-	return procs[i], true
-}
-
-// NSMount is a namespace file bind-mounted somewhere.
-type NSMount struct {
-	Type  event.NSType
-	Inode uint64
-	Path  string
-}
-
-// NSMounts lists the nsfs bind mounts in a mountinfo file: the namespaces
-// that `ip netns add` and `unshare --net=FILE` keep without a process.
-func NSMounts(mountinfo string) []NSMount {
-	f, err := os.Open(mountinfo)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []NSMount
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
+// Owner says whose namespace n is, the way both `nstrace ns` and the
+// feed's setns targets name it: a bind mount that keeps it ("netns NAME"
+// for ip netns, else "mount PATH"), else the lowest process in it, named
+// by its container (containerOf returns "" outside one) or "pid PID COMM".
+// It returns "" when nothing keeps it.
+func (n *Namespace) Owner(procs []Proc, containerOf func(Proc) string) string {
+	switch {
+	case len(n.Mounts) > 0:
+		if name, ok := strings.CutPrefix(n.Mounts[0], "/run/netns/"); ok {
+			return "netns " + name
+		}
+		return "mount " + n.Mounts[0]
+	case len(n.PIDs) > 0:
+		p, ok := FindProc(procs, n.PIDs[0])
 		if !ok {
-			continue
+			return ""
 		}
-		fields, fs := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(fs) < 1 || fs[0] != "nsfs" {
-			continue
+		if c := containerOf(p); c != "" {
+			return "container " + c
 		}
-		typ, ino, ok := ParseLink(fields[3])
-		t, known := event.ParseNSType(typ)
-		path := unescapeMount(fields[4])
-		if !ok || !known || seen[path] {
-			continue
-		}
-		seen[path] = true
-		out = append(out, NSMount{t, ino, path})
+		return "pid " + strconv.Itoa(int(p.PID)) + " " + p.Comm
 	}
-	return out
+	return ""
 }

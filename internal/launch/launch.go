@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package main
+// Package launch runs nstrace's COMMAND: started held at a gate so that it
+// is traced before its first exec, and reaped with every descendant that
+// outlives it, nstrace being their subreaper.
+package launch
 
 import (
 	"fmt"
@@ -12,14 +15,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// gateEnv marks the child that becomes COMMAND: it says on fd 4 that it
+// GateEnv marks the child that becomes COMMAND: it says on fd 4 that it
 // runs (so its own exec of nstrace is over and not traced), then waits on
 // fd 3 until nstrace traces its pid, so that COMMAND's very first exec is
 // seen.
-const gateEnv = "NSTRACE_EXEC_GATE"
+const GateEnv = "NSTRACE_EXEC_GATE"
 
-// gate runs in that child. It never returns on success.
-func gate(args []string) int {
+// Gate runs in that child, in place of nstrace's main when GateEnv is set,
+// and execs COMMAND once released. It returns only on failure, with the
+// exit status to end with.
+func Gate(args []string) int {
 	ready := os.NewFile(4, "ready")
 	_, _ = ready.Write([]byte{1})
 	ready.Close()
@@ -36,7 +41,7 @@ func gate(args []string) int {
 	}
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, gateEnv+"=") {
+		if !strings.HasPrefix(kv, GateEnv+"=") {
 			env = append(env, kv)
 		}
 	}
@@ -45,19 +50,18 @@ func gate(args []string) int {
 	return 126
 }
 
-// command is COMMAND, started but held at the gate.
-type command struct {
-	pid     int
+// Command is COMMAND, started but held at the gate.
+type Command struct {
+	// PID is COMMAND's process id, to trace before Release.
+	PID     int
 	release *os.File
-	// done receives COMMAND's exit status once it and every descendant
-	// that outlived it have exited.
-	done chan int
+	done    chan int
 }
 
-// startCommand starts args held at the gate. nstrace becomes a child
+// Start starts args held at the gate. nstrace becomes a child
 // subreaper, so COMMAND's orphans come back to it and it can tell when the
 // whole tree is gone.
-func startCommand(args []string) (*command, error) {
+func Start(args []string) (*Command, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("becoming a subreaper: %w", err)
 	}
@@ -73,7 +77,7 @@ func startCommand(args []string) (*command, error) {
 	}
 	defer readyR.Close()
 	proc, err := os.StartProcess("/proc/self/exe", append([]string{"nstrace"}, args...), &os.ProcAttr{
-		Env:   append(os.Environ(), gateEnv+"=1"),
+		Env:   append(os.Environ(), GateEnv+"=1"),
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, r, readyW},
 	})
 	readyW.Close()
@@ -81,7 +85,7 @@ func startCommand(args []string) (*command, error) {
 		w.Close()
 		return nil, fmt.Errorf("starting %s: %w", args[0], err)
 	}
-	c := &command{pid: proc.Pid, release: w, done: make(chan int, 1)}
+	c := &Command{PID: proc.Pid, release: w, done: make(chan int, 1)}
 	go c.reap()
 	var b [1]byte
 	if n, _ := readyR.Read(b[:]); n != 1 {
@@ -91,17 +95,22 @@ func startCommand(args []string) (*command, error) {
 	return c, nil
 }
 
-// start lets COMMAND run.
-func (c *command) start() error {
+// Release lets COMMAND run.
+func (c *Command) Release() error {
 	_, err := c.release.Write([]byte{1})
 	c.release.Close()
 	return err
 }
 
-// kill ends COMMAND if it is still at the gate.
-func (c *command) abort() { c.release.Close() }
+// Abort makes a COMMAND still held at the gate exit without running.
+func (c *Command) Abort() { c.release.Close() }
 
-func (c *command) reap() {
+// Done receives COMMAND's exit status once it and every descendant that
+// outlived it have exited: the code, or 128+N for signal N, as a shell
+// reports it.
+func (c *Command) Done() <-chan int { return c.done }
+
+func (c *Command) reap() {
 	status := 1
 	for {
 		var ws unix.WaitStatus
@@ -112,7 +121,7 @@ func (c *command) reap() {
 		if err != nil {
 			break // ECHILD: the whole tree is gone
 		}
-		if pid == c.pid {
+		if pid == c.PID {
 			status = exitStatus(ws)
 		}
 	}

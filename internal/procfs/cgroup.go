@@ -1,56 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package nsinfo
+package procfs
 
 import (
 	"encoding/binary"
-	"os"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
-
-// Cgroup2Mount finds where the cgroup v2 hierarchy is mounted: usually
-// /sys/fs/cgroup, /sys/fs/cgroup/unified on hybrid hosts. It reads a
-// mountinfo file, normally /proc/self/mountinfo.
-func Cgroup2Mount(mountinfo string) (string, bool) {
-	b, err := os.ReadFile(mountinfo)
-	if err != nil {
-		return "", false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options [optional...] - fstype source super
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" && f[3] == "/" {
-			return unescapeMount(f[4]), true
-		}
-	}
-	return "", false
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 // fileidKernfs is the file handle type of kernfs (cgroupfs) files, whose
 // handle is the 64-bit cgroup id.

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package procfs_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nstrace/nstrace/internal/ns"
+	. "github.com/nstrace/nstrace/internal/procfs"
+	"github.com/nstrace/nstrace/internal/procfs/procfstest"
+)
+
+func TestReadNS(t *testing.T) {
+	root := t.TempDir()
+	procfstest.Process(t, root, "42", "sh", map[string]string{
+		"net": "net:[4026532397]", "pid": "pid:[4026531836]", "uts": "uts:[4026531838]",
+		"pid_for_children": "pid:[4026532500]", "mnt": "garbage",
+	})
+	got, err := ReadNS(root, "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ns.Set{}
+	want[ns.Net], want[ns.Pid], want[ns.UTS], want[ns.PidForChildren] = 4026532397, 4026531836, 4026531838, 4026532500
+	if got != want {
+		t.Errorf("got %v, want %v (unreadable and malformed links stay 0)", got, want)
+	}
+	if _, err := ReadNS(root, "43"); err == nil {
+		t.Error("a process with no links should report an error")
+	}
+}
+
+func TestReadNSSelf(t *testing.T) {
+	got, err := ReadNS(Root, "self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[ns.Net] == 0 || got[ns.Mnt] == 0 {
+		t.Errorf("own namespaces unknown: %v", got)
+	}
+}
+
+func TestReadProcNSpid(t *testing.T) {
+	root := t.TempDir()
+	procfstest.Status(t, root, "4242", "Name:\tsh\nTgid:\t4242\nNSpid:\t4242\t17\t1\nPPid:\t7\n")
+	p, ok := ReadProc(root, 4242)
+	if !ok || p.NSPID != 1 || p.PPID != 7 || p.Comm != "sh" || p.Readable {
+		t.Errorf("ReadProc = %+v %v; want nspid 1, ppid 7, sh, namespaces unreadable", p, ok)
+	}
+	if _, ok := ReadProc(root, 4243); ok {
+		t.Error("a missing process was read")
+	}
+}
+
+func TestCgroup2Mount(t *testing.T) {
+	dir := t.TempDir()
+	mi := filepath.Join(dir, "mountinfo")
+	hybrid := `25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+34 25 0:31 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+`
+	if err := os.WriteFile(mi, []byte(hybrid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := Cgroup2Mount(mi); !ok || got != "/sys/fs/cgroup/unified" {
+		t.Errorf("hybrid: %q %v", got, ok)
+	}
+	unified := "30 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n" +
+		"31 1 0:27 /sub /mnt/with\\040space rw - cgroup2 cgroup2 rw\n"
+	if err := os.WriteFile(mi, []byte(unified), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := Cgroup2Mount(mi); !ok || got != "/sys/fs/cgroup" {
+		t.Errorf("unified: %q %v", got, ok)
+	}
+	if err := os.WriteFile(mi, []byte("31 1 0:27 / /mnt/with\\040space rw - cgroup2 cgroup2 rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Cgroup2Mount(mi); got != "/mnt/with space" {
+		t.Errorf("escaped mount point: %q", got)
+	}
+}
+
+func TestCgroupPathWithoutHierarchy(t *testing.T) {
+	c := NewCgroups(filepath.Join(t.TempDir(), "missing"))
+	defer c.Close()
+	if p := c.Path(1); p != "" {
+		t.Errorf("path %q without a hierarchy", p)
+	}
+}
+
+func TestMountsAndNSMounts(t *testing.T) {
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	text := "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n" +
+		"40 30 0:4 net:[4026532617] /run/netns/nstx rw shared:5 - nsfs nsfs rw\n" +
+		"41 30 0:4 net:[4026532617] /run/netns/nstx rw shared:5 - nsfs nsfs rw\n" +
+		"42 30 0:4 uts:[4026532700] /tmp/a\\040b rw - nsfs nsfs rw\n" +
+		"garbage line\n"
+	if err := os.WriteFile(mi, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := Mounts(mi)
+	if err != nil || len(ms) != 4 || ms[3].Point != "/tmp/a b" || ms[1].Root != "net:[4026532617]" {
+		t.Fatalf("Mounts = %+v %v", ms, err)
+	}
+	got := NSMounts(mi)
+	want := []NSMount{{ns.Net, 4026532617, "/run/netns/nstx"}, {ns.UTS, 4026532700, "/tmp/a b"}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("NSMounts = %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package scope turns what the user asked to see (--pid, --ns,
+// --container, --comm, --host) into the kernel's filter and the checks
+// left to user space.
+package scope
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nstrace/nstrace/internal/container"
+	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/probe"
+	"github.com/nstrace/nstrace/internal/procfs"
+)
+
+// MaxPID is the kernel's largest pid (PID_MAX_LIMIT on 64-bit). Namespace
+// inodes are far above it, which tells pid:PID from pid:INODE.
+const MaxPID = 1 << 22
+
+// NSSpec is one --ns argument: an inode, or the namespaces of a process.
+type NSSpec struct {
+	Type    ns.Type // the type to match
+	AnyType bool    // no type given
+	Inode   uint64
+	PID     uint32 // the namespaces of this process, instead of an inode
+}
+
+// ParseNSSpec reads INODE, TYPE:INODE, pid:PID or TYPE:pid:PID.
+func ParseNSSpec(s string) (NSSpec, error) {
+	spec := NSSpec{AnyType: true}
+	parts := strings.Split(s, ":")
+	num := func(v string) (uint64, error) {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 || n > 1<<32-1 {
+			return 0, fmt.Errorf("%q: %q is not an inode or pid", s, v)
+		}
+		return n, nil
+	}
+	typ := func(v string) error {
+		t, ok := ns.Parse(v)
+		if !ok {
+			return fmt.Errorf("%q: unknown namespace type %q (valid: %s)", s, v, ns.ListedNames)
+		}
+		spec.Type, spec.AnyType = t, false
+		return nil
+	}
+	switch len(parts) {
+	case 1:
+		n, err := num(parts[0])
+		spec.Inode = n
+		return spec, err
+	case 2:
+		n, err := num(parts[1])
+		if err != nil {
+			return spec, err
+		}
+		if parts[0] == "pid" && n <= MaxPID {
+			spec.PID = uint32(n)
+			return spec, nil
+		}
+		spec.Inode = n
+		return spec, typ(parts[0])
+	case 3:
+		if parts[1] != "pid" {
+			return spec, fmt.Errorf("%q: want TYPE:pid:PID", s)
+		}
+		n, err := num(parts[2])
+		if err != nil {
+			return spec, err
+		}
+		if n > MaxPID {
+			return spec, fmt.Errorf("%q: %d is not a process id", s, n)
+		}
+		spec.PID = uint32(n)
+		return spec, typ(parts[0])
+	}
+	return spec, fmt.Errorf("%q: want INODE, TYPE:INODE, pid:PID or TYPE:pid:PID", s)
+}
+
+// ParsePIDs reads --pid's PID[,PID...] values.
+func ParsePIDs(vals []string) ([]uint32, error) {
+	var out []uint32
+	for _, p := range vals {
+		n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 32)
+		if err != nil || n == 0 || n > MaxPID {
+			return nil, fmt.Errorf("%q is not a process id", p)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+// Scope is everything that narrows the feed.
+type Scope struct {
+	PIDs       []uint32
+	Follow     bool
+	Command    bool // a traced COMMAND: its tree only
+	NS         []NSSpec
+	Containers []string
+	Comms      []string
+	OnlyHost   bool
+	NotHost    bool
+	NSChanges  bool
+}
+
+// KernelFilter resolves the scope into what the kernel filters: the
+// traced set, and namespace references. host is the host's namespaces.
+func (s *Scope) KernelFilter(procRoot string, host ns.Set) (probe.Filter, error) {
+	var f probe.Filter
+	if len(s.PIDs) > 0 {
+		for _, pid := range s.PIDs {
+			if _, ok := procfs.ReadProc(procRoot, pid); !ok {
+				return f, fmt.Errorf("--pid %d: no such process", pid)
+			}
+		}
+		f.Tracked, f.PIDs, f.Follow = true, s.PIDs, s.Follow
+	}
+	if s.Command {
+		f.Tracked, f.Follow = true, true
+	}
+	refs := map[uint64]ns.Mask{}
+	for _, spec := range s.NS {
+		if spec.PID == 0 {
+			m := ns.All
+			if !spec.AnyType {
+				m = ns.MaskOf(spec.Type)
+			}
+			refs[spec.Inode] |= m
+			continue
+		}
+		set, err := procfs.ReadPIDNS(procRoot, spec.PID)
+		if err != nil {
+			return f, fmt.Errorf("--ns pid:%d: %w", spec.PID, err)
+		}
+		if !spec.AnyType {
+			if set[spec.Type] == 0 {
+				return f, fmt.Errorf("--ns %s:pid:%d: namespace unreadable", spec.Type, spec.PID)
+			}
+			refs[set[spec.Type]] |= ns.MaskOf(spec.Type)
+			continue
+		}
+		// The process's own namespaces: those it does not share with the
+		// host, or all of them for a host process.
+		own := 0
+		for t := ns.Type(0); t < ns.Count; t++ {
+			if set[t] != 0 && set[t] != host[t] {
+				refs[set[t]] |= ns.MaskOf(t)
+				own++
+			}
+		}
+		if own == 0 {
+			for t := ns.Type(0); t < ns.Count; t++ {
+				if set[t] != 0 {
+					refs[set[t]] |= ns.MaskOf(t)
+				}
+			}
+		}
+	}
+	cgroupRoot := ""
+	if len(s.Containers) > 0 {
+		cgroupRoot, _ = procfs.Cgroup2Mount(procRoot + "/self/mountinfo")
+	}
+	for _, ref := range s.Containers {
+		pid, _, err := container.Find(procRoot, cgroupRoot, container.RuncRoots, ref)
+		if err != nil {
+			return f, fmt.Errorf("--container: %w", err)
+		}
+		set, err := procfs.ReadPIDNS(procRoot, pid)
+		if err != nil {
+			return f, fmt.Errorf("--container %s: %w", ref, err)
+		}
+		// A container is its pid namespace; one sharing the host's is
+		// told by its mount namespace.
+		t := ns.Pid
+		if set[t] == host[t] {
+			t = ns.Mnt
+		}
+		refs[set[t]] |= ns.MaskOf(t)
+	}
+	for ino, m := range refs {
+		f.Namespaces = append(f.Namespaces, probe.NSRef{Inode: ino, Types: m})
+	}
+	return f, nil
+}
+
+// UserFilter is what the kernel does not filter: cheap checks on events
+// already decoded.
+type UserFilter struct {
+	comms     []string
+	host      ns.Set
+	onlyHost  bool
+	notHost   bool
+	nsChanges bool
+}
+
+// UserFilter returns the scope's checks left to user space.
+func (s *Scope) UserFilter(host ns.Set) *UserFilter {
+	return &UserFilter{comms: s.Comms, host: host, onlyHost: s.OnlyHost, notHost: s.NotHost, nsChanges: s.NSChanges}
+}
+
+// Pass reports whether e is in scope.
+func (f *UserFilter) Pass(e *event.Event) bool {
+	if len(f.comms) > 0 {
+		found := false
+		for _, c := range f.comms {
+			if string(e.Comm) == c {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	if (f.onlyHost || f.notHost) && ns.Differs(&e.NS, &f.host) == f.onlyHost {
+		return false
+	}
+	if f.nsChanges && e.NewNS() == 0 {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package scope
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/procfs"
+)
+
+func TestParseNSSpec(t *testing.T) {
+	cases := []struct {
+		in   string
+		want NSSpec
+		err  string
+	}{
+		{"4026532397", NSSpec{AnyType: true, Inode: 4026532397}, ""},
+		{"net:4026532397", NSSpec{Type: ns.Net, Inode: 4026532397}, ""},
+		{"pid:4026532397", NSSpec{Type: ns.Pid, Inode: 4026532397}, ""},
+		{"pid:4242", NSSpec{AnyType: true, PID: 4242}, ""},
+		{"net:pid:4242", NSSpec{Type: ns.Net, PID: 4242}, ""},
+		{"pid_for_children:pid:1", NSSpec{Type: ns.PidForChildren, PID: 1}, ""},
+		{"bogus:4026532397", NSSpec{}, `unknown namespace type "bogus"`},
+		{"net:x", NSSpec{}, "not an inode or pid"},
+		{"net:pid:4026532397", NSSpec{}, "is not a process id"},
+		{"net:foo:1", NSSpec{}, "want TYPE:pid:PID"},
+		{"a:b:c:d", NSSpec{}, "want INODE"},
+		{"0", NSSpec{}, "not an inode"},
+	}
+	for _, c := range cases {
+		got, err := ParseNSSpec(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: error %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %+v %v, want %+v", c.in, got, err, c.want)
+		}
+	}
+}
+
+func TestUserFilter(t *testing.T) {
+	host := ns.Set{1, 2, 3, 4, 5, 5, 6, 6, 7, 8}
+	in := event.Event{Kind: event.Exec, Comm: []byte("sh"), NS: host}
+	out := in
+	out.NS[ns.Net] = 99
+	f := (&Scope{Comms: []string{"sh", "ps"}}).UserFilter(host)
+	if !f.Pass(&in) || f.Pass(&event.Event{Comm: []byte("bash")}) {
+		t.Error("--comm")
+	}
+	f = (&Scope{OnlyHost: true}).UserFilter(host)
+	if !f.Pass(&in) || f.Pass(&out) {
+		t.Error("--host")
+	}
+	f = (&Scope{NotHost: true}).UserFilter(host)
+	if f.Pass(&in) || !f.Pass(&out) {
+		t.Error("--no-host")
+	}
+	// --ns-changes: a fork into a new net namespace passes, a plain fork,
+	// an exec and a setns that changed nothing do not.
+	f = (&Scope{NSChanges: true}).UserFilter(host)
+	moved := event.Event{Kind: event.Fork, NS: host, ChildNS: out.NS}
+	plain := event.Event{Kind: event.Fork, NS: host, ChildNS: host}
+	noop := event.Event{Kind: event.Setns, NS: host, PrevNS: host}
+	if !f.Pass(&moved) || f.Pass(&plain) || f.Pass(&in) || f.Pass(&noop) {
+		t.Error("--ns-changes")
+	}
+}
+
+func TestParsePIDs(t *testing.T) {
+	got, err := ParsePIDs([]string{"1", " 22"})
+	if err != nil || len(got) != 2 || got[0] != 1 || got[1] != 22 {
+		t.Errorf("ParsePIDs = %v %v", got, err)
+	}
+	for _, bad := range []string{"0", "x", "4194305", "-1"} {
+		if _, err := ParsePIDs([]string{bad}); err == nil {
+			t.Errorf("ParsePIDs(%q) accepted", bad)
+		}
+	}
+}
+
+func TestKernelFilter(t *testing.T) {
+	host := ns.Set{1, 2, 3, 4, 5, 5, 6, 6, 7, 8}
+	s := Scope{NS: []NSSpec{{AnyType: true, Inode: 77}, {Type: ns.Net, Inode: 78}, {Type: ns.UTS, Inode: 78}}, PIDs: []uint32{uint32(os.Getpid())}, Follow: true}
+	f, err := s.KernelFilter(procfs.Root, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Tracked || !f.Follow || len(f.PIDs) != 1 {
+		t.Errorf("traced set: %+v", f)
+	}
+	got := map[uint64]ns.Mask{}
+	for _, r := range f.Namespaces {
+		got[r.Inode] = r.Types
+	}
+	if len(got) != 2 || got[77] != ns.All || got[78] != ns.MaskOf(ns.Net, ns.UTS) {
+		t.Errorf("namespace references %v", got)
+	}
+	if _, err := (&Scope{PIDs: []uint32{MaxPID}}).KernelFilter(procfs.Root, host); err == nil || !strings.Contains(err.Error(), "no such process") {
+		t.Errorf("a missing --pid: %v", err)
+	}
+}
