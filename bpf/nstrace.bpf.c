@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * nstrace's BPF programs: process birth, exec and death, and every move
- * between namespaces, each stamped with the task's namespace inodes.
+ * between namespaces, each stamped with the task's namespace inodes and
+ * cgroup.
  *
- * Only BTF-enabled raw tracepoints (tp_btf) are used: they need neither
- * tracefs, kprobes nor BPF trampolines, and give typed arguments.
+ * Births, execs and deaths come from BTF-enabled raw tracepoints (tp_btf),
+ * which need neither tracefs nor kprobes and hand over typed task
+ * pointers. The namespace system calls are caught where the kernel does
+ * the work (fentry/fexit on kernel_clone, ksys_unshare and the setns
+ * system call), and where BPF trampolines are refused, at the raw syscall
+ * tracepoints instead.
  */
 #include "headers/kernel.h"
 #include "headers/bpf_helpers.h"
@@ -23,19 +28,25 @@ const volatile __u32 nst_want_fork = 1;
 const volatile __u32 nst_want_exec = 1;
 const volatile __u32 nst_want_exit = 1;
 const volatile __u32 nst_want_clone = 0;
+const volatile __u32 nst_want_unshare = 0;
+const volatile __u32 nst_want_setns = 0;
 /* Only processes in the traced map ... */
 const volatile __u32 nst_filter_pids = 0;
 /* ... and their children, added as they are born. */
 const volatile __u32 nst_follow = 0;
 /* Only processes with a namespace in the ns_filter map. */
 const volatile __u32 nst_filter_ns = 0;
-/* Wake the reader only once this much is queued; 0 wakes on every event. */
-const volatile __u32 nst_wakeup_bytes = 0;
 
-struct exec_buf {
-	struct event ev;
-	char data[NST_FILENAME_MAX + NST_ARGS_MAX];
-};
+/*
+ * Events that could not be delivered, by enum nst_lost_reason, and all
+ * reasons together: user space reads them from memory, and every record
+ * carries nst_lost_seq so a loss shows up in the feed where it happened.
+ */
+__u64 nst_lost[NST_LOST_REASONS];
+__u64 nst_lost_seq;
+
+/* The host's namespaces, filled by nst_host_ns. */
+struct host_ns nst_host;
 
 /*
  * Keep the record and its enums in BTF so that bpf2go writes their Go
@@ -45,19 +56,17 @@ const struct event *unused_event __attribute__((unused));
 const enum nst_kind *unused_kind __attribute__((unused));
 const enum nst_ns *unused_ns __attribute__((unused));
 const enum nst_flag *unused_flag __attribute__((unused));
+const enum nst_lost_reason *unused_lost __attribute__((unused));
+
+struct exec_buf {
+	struct event ev;
+	char data[NST_FILENAME_MAX + NST_ARGS_MAX];
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20);
 } events SEC(".maps");
-
-/* Failed ring buffer writes, per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
 
 /*
  * Scratch space for exec events, one slot per CPU. Larger than a per-CPU
@@ -90,7 +99,15 @@ struct {
 	__type(value, __u32);
 } ns_filter SEC(".maps");
 
-/* clone flags of an in-flight clone that creates namespaces. */
+/* Room to build an event that does not fit on the stack, one per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event);
+} scratch SEC(".maps");
+
+/* clone flags of an in-flight clone that creates namespaces, by thread. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -107,59 +124,77 @@ struct {
 } pending SEC(".maps");
 
 /*
+ * Processes whose exit was reported, on kernels whose exit tracepoint does
+ * not say which thread is the last (before Linux 6.16's group_dead): a
+ * thread group and its leader's start time, so a reused pid never matches.
+ * Least recently used entries make room; an entry is needed only while
+ * the threads of one process exit together.
+ */
+struct exit_key {
+	__u64 start_time;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct exit_key);
+	__type(value, __u8);
+} exit_claims SEC(".maps");
+
+/*
  * The current task, read through CO-RE like any other: bpf_get_current_task
- * works from Linux 4.8, where bpf_get_current_task_btf needs 5.11.
+ * works on every kernel nstrace supports, bpf_get_current_task_btf from
+ * Linux 5.11 only.
  */
 static __always_inline struct task_struct *current_task(void)
 {
 	return (struct task_struct *)bpf_get_current_task();
 }
 
-static __always_inline void count_lost(void)
+static __always_inline void count_lost(enum nst_lost_reason r)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
-
-	if (n)
-		*n += 1;
+	__sync_fetch_and_add(&nst_lost[r], 1);
+	__sync_fetch_and_add(&nst_lost_seq, 1);
 }
-
-/* When the reader was last woken for an event that found it idle. */
-__u64 nst_last_wakeup = 0;
-
-/* Wake the idle reader at most this often; it also polls on a timer. */
-#define NST_IDLE_WAKEUP_NS (10 * 1000 * 1000)
 
 /*
- * Batch wake-ups: a wake-up costs an interrupt and a context switch, too
- * much to pay per event under load. The reader is woken when a batch of
- * nst_wakeup_bytes is queued, or when an event finds it idle (all earlier
- * records consumed) and it has not been woken that way for 10 ms. Anything
- * else waits for the reader's poll timer.
+ * Queue a record. Flags 0 let the kernel wake the reader only when it has
+ * consumed everything before this record: an idle reader hears of each
+ * event at once, a busy one reads batches without a wake-up per record.
  */
-static __always_inline __u64 wakeup_flags(void)
-{
-	__u64 avail, now;
-
-	if (!nst_wakeup_bytes)
-		return 0;
-	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (avail >= nst_wakeup_bytes)
-		return BPF_RB_FORCE_WAKEUP;
-	if (avail == 0) {
-		now = bpf_ktime_get_ns();
-		if (now - nst_last_wakeup >= NST_IDLE_WAKEUP_NS) {
-			nst_last_wakeup = now;
-			return BPF_RB_FORCE_WAKEUP;
-		}
-	}
-	return BPF_RB_NO_WAKEUP;
-}
-
 static __always_inline void emit(void *data, __u64 size)
 {
-	if (bpf_ringbuf_output(&events, data, size, wakeup_flags()))
-		count_lost();
+	if (bpf_ringbuf_output(&events, data, size, 0))
+		count_lost(NST_LOST_RINGBUF);
+}
+
+/*
+ * Room for a fixed-size record, straight in the ring buffer: it is filled
+ * in place and submitted, never copied.
+ */
+static __always_inline struct event *reserve_event(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_lost(NST_LOST_RINGBUF);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	return e;
+}
+
+/* A zeroed event to build off the stack, for this CPU's use now. */
+static __always_inline struct event *scratch_event(void)
+{
+	__u32 zero = 0;
+	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (e)
+		__builtin_memset(e, 0, sizeof(*e));
+	return e;
 }
 
 static __always_inline bool pid_traced(__u32 tgid)
@@ -179,82 +214,65 @@ static __always_inline bool ns_match(const __u32 *ns)
 	return false;
 }
 
-/* Does the namespace filter pass e (its own namespaces, or the other set)? */
+/* Does the namespace filter pass these sets (a task's, and the other)? */
+static __always_inline bool ns_pass(const __u32 *ns, const __u32 *other)
+{
+	return !nst_filter_ns || ns_match(ns) || (other && ns_match(other));
+}
+
 static __always_inline bool ns_wanted(const struct event *e)
 {
-	return !nst_filter_ns || ns_match(e->ns) || ns_match(e->ns_other);
+	return ns_pass(e->ns, e->ns_other);
 }
 
-/* The pid of p in its own (innermost) pid namespace, and that namespace. */
-static __always_inline __u32 pid_own(struct pid *p, __u32 *ns_inum)
+/* Task readers for BTF pointers: plain loads. */
+#define NST_R(...) ___arrow(__VA_ARGS__)
+#define NST_FN(name) name##_btf
+#define NST_COMM(dst, t) __builtin_memcpy(dst, (t)->comm, NST_COMM_LEN)
+#include "task.h"
+#undef NST_R
+#undef NST_FN
+#undef NST_COMM
+
+/* Task readers for other pointers: probe reads. */
+#define NST_R(...) BPF_CORE_READ(__VA_ARGS__)
+#define NST_FN(name) name##_any
+#define NST_COMM(dst, t) bpf_core_read_str(dst, NST_COMM_LEN, &(t)->comm)
+#include "task.h"
+#undef NST_R
+#undef NST_FN
+#undef NST_COMM
+
+/* A child that could not join the traced set: say so in the feed. */
+static __always_inline void emit_untracked(struct task_struct *parent, __u32 child)
 {
-	unsigned int level = BPF_CORE_READ(p, level);
-	struct upid up = {};
+	struct event *e;
 
-	bpf_core_read(&up, sizeof(up), &p->numbers[level]);
-	if (ns_inum)
-		*ns_inum = BPF_CORE_READ(up.ns, ns.inum);
-	return up.nr;
-}
-
-static __always_inline void read_ns(struct task_struct *t, __u32 *ns)
-{
-	struct nsproxy *np = BPF_CORE_READ(t, nsproxy);
-
-	/* nsproxy is NULL only once an exiting task has left its namespaces. */
-	if (np) {
-		ns[NST_NS_CGROUP] = BPF_CORE_READ(np, cgroup_ns, ns.inum);
-		ns[NST_NS_IPC] = BPF_CORE_READ(np, ipc_ns, ns.inum);
-		ns[NST_NS_MNT] = BPF_CORE_READ(np, mnt_ns, ns.inum);
-		ns[NST_NS_NET] = BPF_CORE_READ(np, net_ns, ns.inum);
-		ns[NST_NS_PID_FOR_CHILDREN] = BPF_CORE_READ(np, pid_ns_for_children, ns.inum);
-		ns[NST_NS_UTS] = BPF_CORE_READ(np, uts_ns, ns.inum);
-		/* Time namespaces arrived in Linux 5.6. */
-		if (bpf_core_field_exists(np->time_ns)) {
-			ns[NST_NS_TIME] = BPF_CORE_READ(np, time_ns, ns.inum);
-			ns[NST_NS_TIME_FOR_CHILDREN] = BPF_CORE_READ(np, time_ns_for_children, ns.inum);
-		}
-	}
-	/* /proc/PID/ns/user follows the objective credentials. */
-	ns[NST_NS_USER] = BPF_CORE_READ(t, real_cred, user_ns, ns.inum);
-	pid_own(BPF_CORE_READ(t, thread_pid), &ns[NST_NS_PID]);
-}
-
-static __always_inline __u32 task_nspid(struct task_struct *t)
-{
-	return pid_own(BPF_CORE_READ(t, group_leader, thread_pid), NULL);
-}
-
-/* Fill the identity of t, the task an event is about. */
-static __always_inline void fill_task(struct event *e, struct task_struct *t)
-{
-	e->ts_ns = bpf_ktime_get_ns();
-	e->pid = BPF_CORE_READ(t, tgid);
-	e->tid = BPF_CORE_READ(t, pid);
-	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
-	e->nspid = task_nspid(t);
-	e->uid = BPF_CORE_READ(t, real_cred, uid.val);
-	e->gid = BPF_CORE_READ(t, real_cred, gid.val);
-	e->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-	BPF_CORE_READ_STR_INTO(&e->comm, t, group_leader, comm);
-	read_ns(t, e->ns);
+	count_lost(NST_LOST_TRACKED);
+	e = reserve_event();
+	if (!e)
+		return;
+	fill_task_btf(e, parent);
+	e->kind = NST_EV_UNTRACKED;
+	e->child_pid = child;
+	bpf_ringbuf_submit(e, 0);
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 ptgid, ctgid;
+	__u32 ctgid = child->tgid;
+	__u32 ns[NST_NS_COUNT] = {}, cns[NST_NS_COUNT] = {};
+	__u32 tid, ptgid, nspid, cnspid;
 	__u64 flags = 0, *f;
-	struct event e = {};
+	struct event *e;
 	__u8 one = 1;
 
 	/* A new thread is not a new process. */
-	ctgid = BPF_CORE_READ(child, tgid);
-	if (BPF_CORE_READ(child, pid) != ctgid)
+	if (child->pid != ctgid)
 		return 0;
 	if (nst_filter_pids) {
-		ptgid = BPF_CORE_READ(parent, tgid);
+		ptgid = parent->tgid;
 		if (!bpf_map_lookup_elem(&traced, &ptgid))
 			return 0;
 		/*
@@ -262,9 +280,11 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 		 * this tracepoint), so it cannot escape before it is added.
 		 */
 		if (nst_follow && bpf_map_update_elem(&traced, &ctgid, &one, BPF_ANY))
-			count_lost();
+			emit_untracked(parent, ctgid);
 	}
 	if (nst_want_clone) {
+		/* parent is the forking thread: the one that noted its flags. */
+		tid = parent->pid;
 		f = bpf_map_lookup_elem(&clone_flags, &tid);
 		if (f)
 			flags = *f;
@@ -272,15 +292,23 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	if (!flags && !nst_want_fork)
 		return 0;
 
-	fill_task(&e, parent);
-	e.kind = flags ? NST_EV_CLONE : NST_EV_FORK;
-	e.flags_raw = flags;
-	e.child_pid = ctgid;
-	e.child_nspid = task_nspid(child);
-	e.ret = ctgid;
-	read_ns(child, e.ns_other);
-	if (ns_wanted(&e))
-		emit(&e, sizeof(e));
+	nspid = read_ns_btf(parent, ns);
+	cnspid = read_ns_btf(child, cns);
+	if (!ns_pass(ns, cns))
+		return 0;
+	e = reserve_event();
+	if (!e)
+		return 0;
+	__builtin_memcpy(e->ns, ns, sizeof(ns));
+	__builtin_memcpy(e->ns_other, cns, sizeof(cns));
+	e->nspid = nspid;
+	fill_ident_btf(e, parent);
+	e->kind = flags ? NST_EV_CLONE : NST_EV_FORK;
+	e->flags_raw = flags;
+	e->child_pid = ctgid;
+	e->child_nspid = cnspid;
+	e->ret = ctgid;
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
@@ -294,19 +322,19 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	struct event *e;
 	long n;
 
-	if (!nst_want_exec || !pid_traced(BPF_CORE_READ(p, tgid)))
+	if (!nst_want_exec || !pid_traced(p->tgid))
 		return 0;
 	b = bpf_map_lookup_elem(&exec_heap, &cpu);
 	if (!b)
 		return 0;
 	e = &b->ev;
 	__builtin_memset(e, 0, sizeof(*e));
-	fill_task(e, p);
+	fill_task_btf(e, p);
 	e->kind = NST_EV_EXEC;
 	if (!ns_wanted(e))
 		return 0;
 
-	n = bpf_probe_read_kernel_str(b->data, NST_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
+	n = bpf_probe_read_kernel_str(b->data, NST_FILENAME_MAX, bprm->filename);
 	if (n <= 0)
 		n = 1;
 	if (n >= NST_FILENAME_MAX)
@@ -321,9 +349,9 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	 * The new image's argv, straight from its stack: at this point the
 	 * exec has succeeded and the pages were just written by the kernel.
 	 */
-	mm = BPF_CORE_READ(p, mm);
-	start = BPF_CORE_READ(mm, arg_start);
-	end = BPF_CORE_READ(mm, arg_end);
+	mm = p->mm;
+	start = mm->arg_start;
+	end = mm->arg_end;
 	len = end > start ? end - start : 0;
 	if (len > NST_ARGS_MAX) {
 		len = NST_ARGS_MAX;
@@ -341,17 +369,15 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(nst_exit, struct task_struct *p)
+/* Report the exit of p's process; p is its last thread. */
+static __always_inline int exit_report(struct task_struct *p)
 {
-	struct signal_struct *sig = BPF_CORE_READ(p, signal);
-	__u32 tgid = BPF_CORE_READ(p, tgid);
-	struct task_struct *leader;
-	struct event e = {};
+	struct signal_struct *sig = p->signal;
+	struct task_struct *leader = p->group_leader;
+	__u32 ns[NST_NS_COUNT] = {};
+	__u32 tgid = p->tgid, nspid;
+	struct event *e;
 
-	/* One event per process: the last thread out reports it. */
-	if (BPF_CORE_READ(sig, live.counter) != 0)
-		return 0;
 	if (nst_filter_pids) {
 		if (!bpf_map_lookup_elem(&traced, &tgid))
 			return 0;
@@ -360,42 +386,95 @@ int BPF_PROG(nst_exit, struct task_struct *p)
 	if (!nst_want_exit)
 		return 0;
 
-	fill_task(&e, p);
-	e.kind = NST_EV_EXIT;
-	leader = BPF_CORE_READ(p, group_leader);
-	e.duration_ns = e.ts_ns - BPF_CORE_READ(leader, start_time);
-	if (BPF_CORE_READ(sig, flags) & SIGNAL_GROUP_EXIT)
-		e.exit_status = BPF_CORE_READ(sig, group_exit_code);
+	nspid = read_ns_btf(p, ns);
+	if (!ns_pass(ns, NULL))
+		return 0;
+	e = reserve_event();
+	if (!e)
+		return 0;
+	__builtin_memcpy(e->ns, ns, sizeof(ns));
+	e->nspid = nspid;
+	fill_ident_btf(e, p);
+	e->kind = NST_EV_EXIT;
+	e->duration_ns = e->ts_ns - leader->start_boottime;
+	/* What wait(2) reports: the group's code, or the leader's own. */
+	if (sig->flags & SIGNAL_GROUP_EXIT)
+		e->exit_status = sig->group_exit_code;
 	else
-		e.exit_status = BPF_CORE_READ(p, exit_code);
-	if (ns_wanted(&e))
-		emit(&e, sizeof(e));
+		e->exit_status = leader->exit_code;
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
 /*
- * The namespace syscalls have no tracepoints of their own, and kprobes and
- * fentry are not always there (kernels without CONFIG_KPROBES, sandboxes
- * that refuse BPF trampolines), so they are caught at the raw syscall
- * tracepoints. The first thing each program does is compare the syscall
- * number, which keeps the cost for every other syscall to a few
- * instructions. Numbers are per architecture; the loader sets them.
+ * Since Linux 6.16 the tracepoint says whether this thread's exit ended
+ * its thread group (the kernel's own atomic_dec_and_test of signal->live).
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(nst_exit, struct task_struct *p, bool group_dead)
+{
+	if (!group_dead)
+		return 0;
+	return exit_report(p);
+}
+
+/*
+ * Before that, signal->live is all there is: the last thread to leave
+ * finds it at 0, but so can another thread of the group that left just
+ * before it and reaches the tracepoint later. The first of them to claim
+ * the process reports it.
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(nst_exit_claim, struct task_struct *p)
+{
+	struct exit_key k = {};
+	__u8 one = 1;
+
+	if (p->signal->live.counter != 0)
+		return 0;
+	k.tgid = p->tgid;
+	k.start_time = p->group_leader->start_time;
+	if (bpf_map_update_elem(&exit_claims, &k, &one, BPF_NOEXIST))
+		return 0;
+	return exit_report(p);
+}
+
+/*
+ * Namespace system calls. Syscall numbers are per architecture and, for
+ * 32-bit (compat) tasks, per ABI; the loader sets them.
  */
 const volatile __s64 nst_nr_clone = -1;
 const volatile __s64 nst_nr_clone3 = -1;
 const volatile __s64 nst_nr_unshare = -1;
 const volatile __s64 nst_nr_setns = -1;
-const volatile __u32 nst_want_unshare = 0;
-const volatile __u32 nst_want_setns = 0;
+const volatile __s64 nst_nr32_clone = -1;
+const volatile __s64 nst_nr32_clone3 = -1;
+const volatile __s64 nst_nr32_unshare = -1;
+const volatile __s64 nst_nr32_setns = -1;
 
-/* A syscall argument, from the registers of x86_64 or arm64. */
-static __always_inline unsigned long syscall_arg(struct pt_regs *regs, int n)
+/* Is the current system call a 32-bit one (ia32 on x86_64, AArch32)? */
+static __always_inline bool syscall_compat(void)
+{
+	struct task_struct *t = current_task();
+	struct thread_info___x86 *x86 = (void *)&t->thread_info;
+	struct thread_info___arm64 *arm64 = (void *)&t->thread_info;
+
+	if (bpf_core_field_exists(x86->status))
+		return BPF_CORE_READ(x86, status) & TS_COMPAT;
+	return BPF_CORE_READ(arm64, flags) & (1UL << TIF_32BIT);
+}
+
+/* A syscall argument (0 or 1) from the registers of x86_64 or arm64. */
+static __always_inline unsigned long syscall_arg(struct pt_regs *regs, int n, bool compat)
 {
 	struct pt_regs___x86 *x86 = (void *)regs;
 	struct pt_regs___arm64 *arm64 = (void *)regs;
 
-	if (bpf_core_field_exists(x86->di))
+	if (bpf_core_field_exists(x86->di)) {
+		if (compat)
+			return n == 0 ? BPF_CORE_READ(x86, bx) : BPF_CORE_READ(x86, cx);
 		return n == 0 ? BPF_CORE_READ(x86, di) : BPF_CORE_READ(x86, si);
+	}
 	return n == 0 ? BPF_CORE_READ(arm64, regs[0]) : BPF_CORE_READ(arm64, regs[1]);
 }
 
@@ -410,19 +489,31 @@ static __always_inline long syscall_nr(struct pt_regs *regs)
 	return arm64->syscallno;
 }
 
-static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd)
+/* One of the calls nstrace watches, in either ABI? The cheap first test. */
+static __always_inline bool syscall_watched(long id)
+{
+	return id == nst_nr_clone || id == nst_nr_clone3 || id == nst_nr_unshare || id == nst_nr_setns ||
+	       id == nst_nr32_clone || id == nst_nr32_clone3 || id == nst_nr32_unshare || id == nst_nr32_setns;
+}
+
+static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd, __u32 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct event e = {};
+	struct event *e;
 
 	if (!pid_traced(id >> 32))
 		return;
-	e.kind = kind;
-	e.flags_raw = flags_raw;
-	e.fd = fd;
-	read_ns(current_task(), e.ns_other);
-	bpf_map_update_elem(&pending, &tid, &e, BPF_ANY);
+	e = scratch_event();
+	if (!e)
+		return;
+	e->kind = kind;
+	e->flags = flags;
+	e->flags_raw = flags_raw;
+	e->fd = fd;
+	read_ns_any(current_task(), e->ns_other);
+	if (bpf_map_update_elem(&pending, &tid, e, BPF_ANY))
+		count_lost(NST_LOST_PENDING);
 }
 
 static __always_inline void pending_finish(long ret)
@@ -432,7 +523,7 @@ static __always_inline void pending_finish(long ret)
 
 	if (!e)
 		return;
-	fill_task(e, current_task());
+	fill_task_any(e, current_task());
 	e->ret = ret;
 	if (ns_wanted(e))
 		emit(e, sizeof(*e));
@@ -474,7 +565,7 @@ static __always_inline bool is_pidfd_anon(struct file *f)
 }
 
 /* setns(fd, nstype): note what the fd refers to before the call. */
-static __always_inline void setns_enter(int fd, int nstype)
+static __always_inline void setns_enter(int fd, int nstype, __u32 flags)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct file *f;
@@ -483,7 +574,9 @@ static __always_inline void setns_enter(int fd, int nstype)
 	struct pid *pid;
 	void *priv;
 
-	pending_start(NST_EV_SETNS, (__u32)nstype, fd);
+	if (!nst_want_setns)
+		return;
+	pending_start(NST_EV_SETNS, (__u32)nstype, fd, flags);
 	e = bpf_map_lookup_elem(&pending, &tid);
 	if (!e)
 		return;
@@ -515,6 +608,12 @@ static __always_inline void setns_enter(int fd, int nstype)
 	e->target_pid = BPF_CORE_READ(pid, numbers[0].nr);
 }
 
+static __always_inline void unshare_enter(__u64 flags, __u32 eflags)
+{
+	if (nst_want_unshare)
+		pending_start(NST_EV_UNSHARE, flags, -1, eflags);
+}
+
 /*
  * clone flags are not visible at sched_process_fork, so a clone that
  * creates namespaces is noted here; the fork tracepoint then reports the
@@ -525,51 +624,62 @@ static __always_inline void clone_enter(__u64 flags)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 
-	if (!(flags & NST_CLONE_NEW_MASK) || (flags & CLONE_THREAD) || !pid_traced(id >> 32))
+	if (!nst_want_clone || !(flags & NST_CLONE_NEW_MASK) || (flags & CLONE_THREAD) || !pid_traced(id >> 32))
 		return;
-	bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY);
+	if (bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY))
+		count_lost(NST_LOST_CLONE_FLAGS);
 }
 
 static __always_inline void clone_exit(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 *flags = bpf_map_lookup_elem(&clone_flags, &tid);
-	struct event e = {};
+	struct event *e;
 
 	if (!flags)
 		return;
 	/* A failed clone has no fork to report it: do it here. */
-	if (ret < 0) {
-		fill_task(&e, current_task());
-		e.kind = NST_EV_CLONE;
-		e.flags_raw = *flags;
-		e.ret = ret;
-		if (ns_wanted(&e))
-			emit(&e, sizeof(e));
+	if (ret < 0 && (e = scratch_event())) {
+		fill_task_any(e, current_task());
+		e->kind = NST_EV_CLONE;
+		e->flags_raw = *flags;
+		e->ret = ret;
+		if (ns_wanted(e))
+			emit(e, sizeof(*e));
 	}
 	bpf_map_delete_elem(&clone_flags, &tid);
 }
 
+/*
+ * The raw syscall tracepoints: every system call on the host passes here
+ * while clone, unshare or setns are selected, so the first test is a few
+ * compares of the syscall number.
+ */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
 {
 	__u64 flags = 0;
+	bool compat;
 
-	if (id == nst_nr_clone) {
-		if (nst_want_clone)
-			clone_enter(syscall_arg(regs, 0));
-	} else if (id == nst_nr_clone3) {
+	if (!syscall_watched(id))
+		return 0;
+	/*
+	 * A 32-bit task's numbers belong to another table: its pselect6 is
+	 * the 64-bit setns's number.
+	 */
+	compat = syscall_compat();
+	if (compat ? id == nst_nr32_clone : id == nst_nr_clone) {
+		clone_enter(syscall_arg(regs, 0, compat));
+	} else if (compat ? id == nst_nr32_clone3 : id == nst_nr_clone3) {
 		/* clone3(struct clone_args *args, size): flags come first. */
 		if (nst_want_clone) {
-			bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(regs, 0));
+			bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(regs, 0, compat));
 			clone_enter(flags);
 		}
-	} else if (id == nst_nr_unshare) {
-		if (nst_want_unshare)
-			pending_start(NST_EV_UNSHARE, syscall_arg(regs, 0), -1);
-	} else if (id == nst_nr_setns) {
-		if (nst_want_setns)
-			setns_enter(syscall_arg(regs, 0), syscall_arg(regs, 1));
+	} else if (compat ? id == nst_nr32_unshare : id == nst_nr_unshare) {
+		unshare_enter(syscall_arg(regs, 0, compat), compat ? NST_F_COMPAT : 0);
+	} else if (compat ? id == nst_nr32_setns : id == nst_nr_setns) {
+		setns_enter(syscall_arg(regs, 0, compat), syscall_arg(regs, 1, compat), compat ? NST_F_COMPAT : 0);
 	}
 	return 0;
 }
@@ -577,13 +687,94 @@ int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(nst_sys_exit, struct pt_regs *regs, long ret)
 {
-	long id = syscall_nr(regs);
+	/*
+	 * A thread is in one system call at a time: an entry under its id,
+	 * made at sys_enter, belongs to the call now returning.
+	 */
+	if (!syscall_watched(syscall_nr(regs)))
+		return 0;
+	clone_exit(ret);
+	pending_finish(ret);
+	return 0;
+}
 
-	if (id == nst_nr_clone || id == nst_nr_clone3) {
-		if (nst_want_clone)
-			clone_exit(ret);
-	} else if (id == nst_nr_unshare || id == nst_nr_setns) {
-		pending_finish(ret);
+/*
+ * The same calls where the kernel does the work, for kernels that allow
+ * BPF trampolines: no other system call pays anything. kernel_clone sees
+ * fork, vfork, clone and clone3 with their full 64-bit flags, in either
+ * ABI; ksys_unshare likewise. setns is caught at the architecture's
+ * syscall wrapper (the loader names it), the 64-bit one only.
+ */
+SEC("fentry/kernel_clone")
+int BPF_PROG(nst_clone_in, struct kernel_clone_args *args)
+{
+	clone_enter(args->flags);
+	return 0;
+}
+
+SEC("fexit/kernel_clone")
+int BPF_PROG(nst_clone_out, struct kernel_clone_args *args, pid_t ret)
+{
+	clone_exit(ret);
+	return 0;
+}
+
+SEC("fentry/ksys_unshare")
+int BPF_PROG(nst_unshare_in, unsigned long flags)
+{
+	unshare_enter(flags, 0);
+	return 0;
+}
+
+SEC("fexit/ksys_unshare")
+int BPF_PROG(nst_unshare_out, unsigned long flags, int ret)
+{
+	pending_finish(ret);
+	return 0;
+}
+
+SEC("fentry/setns")
+int BPF_PROG(nst_setns_in, struct pt_regs *regs)
+{
+	setns_enter(syscall_arg(regs, 0, false), syscall_arg(regs, 1, false), 0);
+	return 0;
+}
+
+SEC("fexit/setns")
+int BPF_PROG(nst_setns_out, struct pt_regs *regs, long ret)
+{
+	pending_finish(ret);
+	return 0;
+}
+
+/*
+ * Loaded alone, with no map, to learn whether this kernel lets BPF
+ * trampolines attach at all: some refuse every fentry program.
+ */
+SEC("fentry/ksys_unshare")
+int BPF_PROG(nst_fentry_ok)
+{
+	return 0;
+}
+
+/*
+ * Run once by the loader (BPF_PROG_TEST_RUN) to learn the host's
+ * namespaces from the kernel, wherever nstrace itself runs: up the
+ * parents to the first task (pid 0), whose namespaces are the initial
+ * ones.
+ */
+SEC("raw_tp")
+int nst_host_ns(void *ctx)
+{
+	struct task_struct *t = current_task();
+
+	for (int i = 0; i < 128 && t; i++) {
+		if (BPF_CORE_READ(t, pid) == 0) {
+			read_ns_any(t, nst_host.ns);
+			nst_host.found = 1;
+			return 0;
+		}
+		t = BPF_CORE_READ(t, real_parent);
 	}
 	return 0;
 }

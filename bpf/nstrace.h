@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The event record: the contract between nstrace's BPF programs and its Go
- * side. bpf2go generates the Go mirror (nstraceEvent) from this definition,
- * so the layout is written once. Fields are fixed width, naturally aligned,
- * and padded explicitly.
+ * side. bpf2go generates the Go mirror (nstraceEvent) and the enums from
+ * this definition, so the layout is written once. Fields are fixed width,
+ * naturally aligned, and padded explicitly.
  */
 #ifndef __NSTRACE_H
 #define __NSTRACE_H
@@ -13,6 +13,12 @@
 #define NST_FILENAME_MAX 4096
 /* Bytes of the exec argument vector kept (NUL-separated, as in memory). */
 #define NST_ARGS_MAX 32768
+/*
+ * Bytes kept of the kernfs names of the process's cgroup and of its
+ * parent: a container runtime names one or the other after the container
+ * ("docker-<64 hex>.scope", "kubepods-besteffort-pod<uid>.slice").
+ */
+#define NST_CGROUP_NAME_LEN 128
 
 enum nst_kind {
 	NST_EV_FORK = 1,
@@ -21,6 +27,17 @@ enum nst_kind {
 	NST_EV_CLONE = 4,
 	NST_EV_UNSHARE = 5,
 	NST_EV_SETNS = 6,
+	/* child_pid could not join the traced set: its subtree is not followed. */
+	NST_EV_UNTRACKED = 7,
+};
+
+/* Why an event could not be delivered: an index into nst_lost. */
+enum nst_lost_reason {
+	NST_LOST_RINGBUF = 0,     /* the ring buffer was full */
+	NST_LOST_PENDING = 1,     /* too many unshare/setns calls in flight */
+	NST_LOST_CLONE_FLAGS = 2, /* too many clones in flight: shown as fork */
+	NST_LOST_TRACKED = 3,     /* the traced set was full */
+	NST_LOST_REASONS = 4,
 };
 
 /* Index of each namespace in event.ns, in /proc/PID/ns order. */
@@ -45,14 +62,21 @@ enum nst_flag {
 	NST_F_ARGS_UNREADABLE = 1 << 2,
 	NST_F_TARGET_PIDFD = 1 << 3,
 	NST_F_TARGET_NSFS = 1 << 4,
+	NST_F_COMPAT = 1 << 5, /* a 32-bit (compat) system call */
 };
 
 struct event {
-	__u64 ts_ns;       /* CLOCK_MONOTONIC, ns */
+	__u64 ts_ns;       /* CLOCK_BOOTTIME, ns: keeps counting in suspend */
 	__u64 cgroup_id;   /* cgroup v2 id (the cgroup directory's inode) */
 	__u64 duration_ns; /* exit: process lifetime, ns */
 	__u64 flags_raw;   /* clone, unshare: clone flags; setns: nstype */
 	__s64 ret;         /* clone, unshare, setns: return value or -errno */
+	/*
+	 * Events lost so far, all reasons together, when this record was
+	 * written: a change from the previous record says some were lost
+	 * in between (the counts by reason are in nst_lost).
+	 */
+	__u64 lost_seq;
 	__u32 kind;        /* enum nst_kind */
 	__u32 flags;       /* enum nst_flag */
 	__u32 pid;         /* thread group id, host pid namespace */
@@ -61,7 +85,7 @@ struct event {
 	__u32 nspid;       /* thread group id in the process's own pid namespace */
 	__u32 uid;         /* real uid, host user namespace */
 	__u32 gid;         /* real gid, host user namespace */
-	__u32 child_pid;   /* fork, clone: child's pid, host */
+	__u32 child_pid;   /* fork, clone, untracked: child's pid, host */
 	__u32 child_nspid; /* fork, clone: child's pid in its own pid namespace */
 	__u32 exit_status; /* exit: wait(2) status */
 	__s32 fd;          /* setns: the fd argument */
@@ -78,6 +102,16 @@ struct event {
 	 */
 	__u32 ns_other[NST_NS_COUNT];
 	char comm[NST_COMM_LEN];
+	/* kernfs names of the cgroup (cgroup_id) and of its parent, NUL-ended */
+	char cgroup_name[NST_CGROUP_NAME_LEN];
+	char cgroup_parent[NST_CGROUP_NAME_LEN];
+};
+
+/* The host's namespaces: those of the kernel's first task. */
+struct host_ns {
+	__u32 ns[NST_NS_COUNT];
+	__u32 found; /* the walk reached the first task */
+	__u32 _pad;
 };
 
 #endif /* __NSTRACE_H */

@@ -36,6 +36,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -45,14 +46,6 @@ enum {
 	BPF_EXIST = 2,
 };
 
-enum {
-	BPF_RB_NO_WAKEUP = 1,
-	BPF_RB_FORCE_WAKEUP = 2,
-};
-
-enum {
-	BPF_RB_AVAIL_DATA = 0,
-};
 
 /* <linux/sched.h> clone flags. */
 #define CLONE_VM 0x00000100
@@ -71,6 +64,11 @@ enum {
 
 /* include/linux/sched/signal.h */
 #define SIGNAL_GROUP_EXIT 0x00000004
+
+/* arch/x86/include/asm/thread_info.h: a 32-bit system call is running. */
+#define TS_COMPAT 0x0002
+/* arch/arm64/include/asm/thread_info.h: a 32-bit task. */
+#define TIF_32BIT 22
 
 /* include/uapi/linux/magic.h */
 #define NSFS_MAGIC 0x6e736673
@@ -167,7 +165,17 @@ struct cred {
 };
 
 struct kernfs_node {
+	struct kernfs_node *__parent;
+	const char *name;
 	u64 id;
+};
+
+/*
+ * Linux 6.15 renamed kernfs_node::parent to __parent ("kernfs: Use RCU to
+ * access kernfs_node::parent").
+ */
+struct kernfs_node___parent {
+	struct kernfs_node *parent;
 };
 
 struct cgroup {
@@ -226,7 +234,22 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+/* The 32-bit system call marks: x86 keeps a status word ... */
+struct thread_info___x86 {
+	u32 status;
+};
+
+/* ... arm64 a flag. */
+struct thread_info___arm64 {
+	unsigned long flags;
+};
+
+struct thread_info {
+	unsigned long flags;
+};
+
 struct task_struct {
+	struct thread_info thread_info;
 	unsigned int flags;
 	int exit_code;
 	pid_t pid;
@@ -235,6 +258,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct pid *thread_pid;
 	u64 start_time;
+	u64 start_boottime;
 	const struct cred *real_cred;
 	char comm[16];
 	struct files_struct *files;
@@ -248,18 +272,24 @@ struct linux_binprm {
 	const char *filename;
 };
 
+struct kernel_clone_args {
+	u64 flags;
+};
+
 struct pt_regs {
 	long __unused;
 };
 
-/* Syscall registers on x86_64 ... */
+/* Syscall registers on x86_64 (bx, cx: a 32-bit call's arguments) ... */
 struct pt_regs___x86 {
+	unsigned long bx;
+	unsigned long cx;
 	unsigned long di;
 	unsigned long si;
 	unsigned long orig_ax;
 };
 
-/* ... and on arm64. */
+/* ... and on arm64 (a 32-bit call's arguments in the same registers). */
 struct pt_regs___arm64 {
 	u64 regs[31];
 	s32 syscallno;

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -71,7 +70,10 @@ func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
 	fs.StringVarP(&cfg.Output, "output", "o", "", "write the feed to this file instead of stdout")
 	fs.BoolVar(&cfg.AllNS, "all-ns", false, "show every namespace, not only those that differ from the host's")
 	bufSize := fs.String("buffer-size", strconv.Itoa(probe.DefaultBufferSize>>20)+"M", "ring buffer size (power of two; K, M, G suffixes)")
-	fs.BoolVar(&cfg.Debug, "debug", false, "print the full verifier log if the programs are rejected")
+	hooks := fs.String("syscall-hooks", "auto", "how to catch clone, unshare and setns: auto, fentry (kernel functions) or tracepoint (raw syscall tracepoints)")
+	fs.BoolVar(&cfg.Debug, "debug", false, "say which hooks are in use; print the full verifier log if the programs are rejected")
+	limits := fs.String("limits", "", "kernel table sizes: tracked=N,pending=N,clone=N")
+	_ = fs.MarkHidden("limits")
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "write a byte to this fd once attached")
 	_ = fs.MarkHidden("ready-fd")
 	help := fs.BoolP("help", "h", false, "show this help")
@@ -125,6 +127,16 @@ func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
 	if *unshare {
 		cfg.Kinds = cfg.Kinds.Add(event.Unshare)
 	}
+	switch h := probe.Hooks(*hooks); h {
+	case "auto":
+	case probe.HooksFentry, probe.HooksTracepoint:
+		cfg.Hooks = h
+	default:
+		return cfg, usagef("--syscall-hooks: %q is not auto, fentry or tracepoint", *hooks)
+	}
+	if cfg.Limits, err = parseLimits(*limits); err != nil {
+		return cfg, usagef("--limits: %v", err)
+	}
 	if cfg.BufferSize, err = parseSize(*bufSize); err != nil {
 		return cfg, usagef("--buffer-size: %v", err)
 	}
@@ -132,6 +144,32 @@ func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
 		return cfg, usagef("--buffer-size: %v", err)
 	}
 	return cfg, nil
+}
+
+// parseLimits reads tracked=N,pending=N,clone=N.
+func parseLimits(s string) (probe.Limits, error) {
+	var l probe.Limits
+	if s == "" {
+		return l, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return l, fmt.Errorf("%q: want NAME=N, N > 0", kv)
+		}
+		switch k {
+		case "tracked":
+			l.Tracked = n
+		case "pending":
+			l.Pending = n
+		case "clone":
+			l.CloneFlags = n
+		default:
+			return l, fmt.Errorf("%q: unknown table (tracked, pending, clone)", k)
+		}
+	}
+	return l, nil
 }
 
 // parseSize reads "8M", "64K", "1G" or a plain number of bytes.
@@ -242,13 +280,14 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintf(stderr, "nstrace: %v\nRun 'nstrace --help' for usage.\n", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
 	// A closed pipe shows up as EPIPE from write, handled by the tracer,
 	// rather than killing nstrace before it detaches.
 	signal.Ignore(syscall.SIGPIPE)
 
-	code, err = run(ctx, cfg, stdout, stderr)
+	code, err = run(signals, cfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "nstrace: %v\n", err)
 		return 1
@@ -256,11 +295,11 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 	return code
 }
 
-func run(ctx context.Context, cfg tracer.Config, stdout, stderr io.Writer) (int, error) {
+func run(signals <-chan os.Signal, cfg tracer.Config, stdout, stderr io.Writer) (int, error) {
 	s, err := tracer.New(cfg, stdout, stderr)
 	if err != nil {
 		return 0, err
 	}
 	defer s.Close()
-	return s.Run(ctx)
+	return s.Run(signals)
 }

@@ -27,6 +27,35 @@ const (
 	Lost
 )
 
+// LostReason says why the kernel could not deliver events.
+type LostReason uint8
+
+// The reasons, as the kernel side counts them.
+const (
+	// LostRingBuffer: the ring buffer was full.
+	LostRingBuffer LostReason = iota
+	// LostPending: too many unshare or setns calls were in flight at
+	// once; the calls are not reported.
+	LostPending
+	// LostCloneFlags: too many namespace-creating clones were in flight
+	// at once; their births are reported as forks, without flags.
+	LostCloneFlags
+	// LostTracked: the traced set was full; a child of a traced process
+	// (ChildPID) and its descendants are not followed.
+	LostTracked
+	LostReasons
+)
+
+var lostNames = [LostReasons]string{"ring_buffer_full", "pending_full", "clone_flags_full", "traced_set_full"}
+
+// String names the reason as the JSON view writes it.
+func (r LostReason) String() string {
+	if r < LostReasons {
+		return lostNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
 var kindNames = [...]string{
 	Fork:    "fork",
 	Exec:    "exec",
@@ -123,10 +152,17 @@ type Event struct {
 	GID   uint32
 	Comm  []byte
 
-	NS        ns.Set
-	CgroupID  uint64
-	Cgroup    string
-	Container *Container // nil outside containers
+	NS       ns.Set
+	CgroupID uint64
+	// CgroupName and CgroupParent are the kernfs names of the cgroup and
+	// of its parent, as the kernel had them at the event.
+	CgroupName   []byte
+	CgroupParent []byte
+	Cgroup       string     // path in the cgroup v2 hierarchy, if known
+	Container    *Container // nil outside containers
+
+	// Compat: a 32-bit system call (unshare, setns).
+	Compat bool
 
 	// exec
 	Filename          []byte
@@ -162,8 +198,10 @@ type Event struct {
 	// setns, unshare: the caller's namespaces before the call
 	PrevNS ns.Set
 
-	// lost
-	Count uint64
+	// lost: Count events for Reason; for LostTracked, ChildPID is the
+	// process no longer followed and the identity fields its parent's.
+	Count  uint64
+	Reason LostReason
 }
 
 // Container names the container a process runs in.
@@ -191,6 +229,8 @@ func (e *Event) Clone() *Event {
 	c := *e
 	c.Comm = append([]byte(nil), e.Comm...)
 	c.Filename = append([]byte(nil), e.Filename...)
+	c.CgroupName = append([]byte(nil), e.CgroupName...)
+	c.CgroupParent = append([]byte(nil), e.CgroupParent...)
 	if e.Args != nil {
 		c.Args = make([][]byte, len(e.Args))
 		for i, a := range e.Args {

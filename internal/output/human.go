@@ -104,9 +104,7 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 	b = e.Time.AppendFormat(b, "15:04:05.000000")
 	b = append(b, ' ')
 	if e.Kind == event.Lost {
-		b = append(b, "LOST "...)
-		b = strconv.AppendUint(b, e.Count, 10)
-		return append(b, " events: the ring buffer was full (raise --buffer-size)"...)
+		return appendLost(b, e)
 	}
 	b = pad(b, []byte(e.Kind.String()), 7, false)
 	b = padUint(b, e.PID, 8)
@@ -178,6 +176,9 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		b = append(b, roundDuration(e.Duration).String()...)
 	case event.Unshare:
 		b = appendFlagNames(b, e.FlagsRaw)
+		if e.Compat {
+			b = append(b, " (32-bit)"...)
+		}
 		b = append(b, ' ')
 		b = appendRet(b, e.Ret)
 		b = appendMoves(b, e)
@@ -186,6 +187,9 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		b = strconv.AppendInt(b, int64(e.FD), 10)
 		b = append(b, " nstype="...)
 		b = appendNSType(b, e.FlagsRaw, "|", plain)
+		if e.Compat {
+			b = append(b, " (32-bit)"...)
+		}
 		if e.TargetNS != 0 {
 			b = append(b, " target="...)
 			b = append(b, ns.CloneFlagName(e.TargetType)...)
@@ -226,6 +230,43 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		b = appendNSValue(b, t, v)
 	}
 	return b
+}
+
+// lostTexts say why events were lost, for people.
+var lostTexts = [event.LostReasons]string{
+	event.LostRingBuffer: "the ring buffer was full (raise --buffer-size)",
+	event.LostPending:    "too many unshare/setns calls in flight",
+	event.LostCloneFlags: "too many namespace clones in flight (reported as fork)",
+	event.LostTracked:    "the traced set was full",
+}
+
+// LostText says why events were lost, for people.
+func LostText(r event.LostReason) string {
+	if r < event.LostReasons {
+		return lostTexts[r]
+	}
+	return r.String()
+}
+
+func appendLost(b []byte, e *event.Event) []byte {
+	b = append(b, "LOST "...)
+	if e.Reason == event.LostTracked {
+		b = append(b, "pid "...)
+		b = strconv.AppendUint(b, uint64(e.ChildPID), 10)
+		b = append(b, ", child of "...)
+		b = strconv.AppendUint(b, uint64(e.PID), 10)
+		b = append(b, " ("...)
+		b = appendHuman(b, e.Comm)
+		b = append(b, "), and its descendants are not followed: "...)
+		return append(b, LostText(e.Reason)...)
+	}
+	b = strconv.AppendUint(b, e.Count, 10)
+	if e.Count == 1 {
+		b = append(b, " event: "...)
+	} else {
+		b = append(b, " events: "...)
+	}
+	return append(b, LostText(e.Reason)...)
 }
 
 func appendFlagNames(b []byte, raw uint64) []byte {

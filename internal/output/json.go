@@ -138,6 +138,12 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	b = append(b, '"')
 	if e.Kind == event.Lost {
 		b = keyUint(b, "count", e.Count)
+		b = keyStr(b, "reason", e.Reason.String())
+		if e.Reason == event.LostTracked {
+			b = keyUint(b, "child_pid", uint64(e.ChildPID))
+			b = keyUint(b, "pid", uint64(e.PID))
+			b = keyBytes(b, "comm", e.Comm)
+		}
 		return append(b, '}')
 	}
 	b = keyUint(b, "pid", uint64(e.PID))
@@ -201,6 +207,9 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	case event.Unshare:
 		b = appendFlags(b, e.FlagsRaw)
 		b = appendResult(b, e)
+		if e.Compat {
+			b = keyBool(b, "compat", true)
+		}
 	case event.Setns:
 		b = keyInt(b, "fd", int64(e.FD))
 		b = key(b, "nstype")
@@ -220,6 +229,9 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 			b = keyUint(b, "target_pid", uint64(e.TargetPID))
 		}
 		b = appendResult(b, e)
+		if e.Compat {
+			b = keyBool(b, "compat", true)
+		}
 	}
 	return append(b, '}')
 }

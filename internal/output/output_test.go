@@ -58,7 +58,12 @@ func samples() []*event.Event {
 	bad := setns
 	bad.FD, bad.TargetNS, bad.TargetType, bad.Ret, bad.NS = 9999, 0, 0, -9, host
 	lost := event.Event{Kind: event.Lost, Time: at(), Count: 123}
-	return []*event.Event{&exec, &fork, &exit, &exitOK, &clone, &unshare, &setns, &bad, &lost}
+	pending := event.Event{Kind: event.Lost, Time: at(), Count: 1, Reason: event.LostPending}
+	untracked := base
+	untracked.Kind, untracked.Count, untracked.Reason, untracked.ChildPID = event.Lost, 1, event.LostTracked, 4245
+	compat := unshare
+	compat.Compat, compat.FlagsRaw, compat.NS = true, 0, host
+	return []*event.Event{&exec, &fork, &exit, &exitOK, &clone, &unshare, &setns, &bad, &lost, &pending, &untracked, &compat}
 }
 
 // humanLine is the human view's line for e, without a newline.

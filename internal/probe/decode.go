@@ -9,8 +9,29 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
+)
+
+// kinds maps the record's enum nst_kind to the event kind.
+var kinds = [...]event.Kind{
+	nstraceNstKindNST_EV_FORK:      event.Fork,
+	nstraceNstKindNST_EV_EXEC:      event.Exec,
+	nstraceNstKindNST_EV_EXIT:      event.Exit,
+	nstraceNstKindNST_EV_CLONE:     event.Clone,
+	nstraceNstKindNST_EV_UNSHARE:   event.Unshare,
+	nstraceNstKindNST_EV_SETNS:     event.Setns,
+	nstraceNstKindNST_EV_UNTRACKED: event.Lost,
+}
+
+// Record flags, from enum nst_flag.
+const (
+	flagArgsTruncated     = uint32(nstraceNstFlagNST_F_ARGS_TRUNCATED)
+	flagFilenameTruncated = uint32(nstraceNstFlagNST_F_FILENAME_TRUNCATED)
+	flagArgsUnreadable    = uint32(nstraceNstFlagNST_F_ARGS_UNREADABLE)
+	flagCompat            = uint32(nstraceNstFlagNST_F_COMPAT)
 )
 
 // recordSize is the fixed part of every record; exec records carry the
@@ -23,29 +44,22 @@ var (
 	ErrUnknownKind = errors.New("unknown record kind")
 )
 
-// kinds maps the record's enum nst_kind to the event kind.
-var kinds = [...]event.Kind{
-	nstraceNstKindNST_EV_FORK:    event.Fork,
-	nstraceNstKindNST_EV_EXEC:    event.Exec,
-	nstraceNstKindNST_EV_EXIT:    event.Exit,
-	nstraceNstKindNST_EV_CLONE:   event.Clone,
-	nstraceNstKindNST_EV_UNSHARE: event.Unshare,
-	nstraceNstKindNST_EV_SETNS:   event.Setns,
-}
-
-// Record flags, from enum nst_flag.
-const (
-	flagArgsTruncated     = uint32(nstraceNstFlagNST_F_ARGS_TRUNCATED)
-	flagFilenameTruncated = uint32(nstraceNstFlagNST_F_FILENAME_TRUNCATED)
-	flagArgsUnreadable    = uint32(nstraceNstFlagNST_F_ARGS_UNREADABLE)
-)
-
 // Decoder turns raw ring buffer samples into events. It reuses its own
 // storage: an event it fills is valid until the next call.
 type Decoder struct {
-	// WallOffset converts the kernel's CLOCK_MONOTONIC stamps to wall time.
-	WallOffset time.Duration
-	args       [][]byte
+	clock wallClock
+	args  [][]byte
+	// lossSeq is the kernel's loss count as of the last record or check;
+	// lossBefore says the last record found it changed.
+	lossSeq    uint64
+	lossBefore bool
+}
+
+// seenLoss records the kernel's loss count and reports whether it moved.
+func (d *Decoder) seenLoss(seq uint64) bool {
+	moved := seq != d.lossSeq
+	d.lossSeq = seq
+	return moved
 }
 
 // Decode fills e from raw. e's byte slices point into raw.
@@ -56,23 +70,27 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 	// The record is read with the host's byte order (binary.NativeEndian)
 	// and layout: bpf2go generated nstraceEvent from the same C definition.
 	// A copy through unsafe avoids a reflective decode per event.
-	r := *(*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	r := (*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
 
 	if int(r.Kind) >= len(kinds) || kinds[r.Kind] == 0 {
 		return fmt.Errorf("%w %d", ErrUnknownKind, r.Kind)
 	}
+	d.lossBefore = d.seenLoss(r.LostSeq)
 	*e = event.Event{
-		Kind:     kinds[r.Kind],
-		Time:     time.Unix(0, int64(r.TsNs)+int64(d.WallOffset)),
-		PID:      r.Pid,
-		TID:      r.Tid,
-		PPID:     r.Ppid,
-		NSPID:    r.Nspid,
-		UID:      r.Uid,
-		GID:      r.Gid,
-		Comm:     cString(raw[unsafe.Offsetof(r.Comm):][:len(r.Comm)]),
-		CgroupID: r.CgroupId,
-		NS:       widen(&r.Ns),
+		Kind:         kinds[r.Kind],
+		Time:         d.clock.wall(r.TsNs),
+		PID:          r.Pid,
+		TID:          r.Tid,
+		PPID:         r.Ppid,
+		NSPID:        r.Nspid,
+		UID:          r.Uid,
+		GID:          r.Gid,
+		Comm:         cString(raw[unsafe.Offsetof(r.Comm):][:len(r.Comm)]),
+		CgroupID:     r.CgroupId,
+		CgroupName:   cString(raw[unsafe.Offsetof(r.CgroupName):][:len(r.CgroupName)]),
+		CgroupParent: cString(raw[unsafe.Offsetof(r.CgroupParent):][:len(r.CgroupParent)]),
+		NS:           widen(&r.Ns),
+		Compat:       r.Flags&flagCompat != 0,
 	}
 	switch e.Kind {
 	case event.Exec:
@@ -106,8 +124,40 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 		e.TargetNS = uint64(r.TargetNs)
 		e.TargetType = uint64(r.TargetType)
 		e.TargetPID = r.TargetPid
+	case event.Lost:
+		e.Reason = event.LostTracked
+		e.Count = 1
+		e.ChildPID = r.ChildPid
 	}
 	return nil
+}
+
+// wallClock turns CLOCK_BOOTTIME stamps, which keep counting through
+// suspend, into wall-clock time. The offset between the two clocks moves
+// only when the wall clock is stepped, so it is taken again every second.
+type wallClock struct {
+	offset int64
+	taken  time.Time
+}
+
+const wallClockRefresh = time.Second
+
+func (c *wallClock) wall(boot uint64) time.Time {
+	if c.taken.IsZero() || time.Since(c.taken) > wallClockRefresh {
+		c.refresh()
+	}
+	return time.Unix(0, int64(boot)+c.offset)
+}
+
+func (c *wallClock) refresh() {
+	var b0, b1, real unix.Timespec
+	// The wall clock between two reads of the boot clock: the offset is
+	// off by at most the time between them.
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &b0)
+	_ = unix.ClockGettime(unix.CLOCK_REALTIME, &real)
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &b1)
+	c.offset = real.Nano() - (b0.Nano()+b1.Nano())/2
+	c.taken = time.Now()
 }
 
 // widen turns the kernel's 32-bit inode numbers into the 64-bit ones that

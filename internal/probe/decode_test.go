@@ -8,6 +8,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
 )
@@ -21,16 +23,22 @@ func record(r nstraceEvent, tail []byte) []byte {
 }
 
 func comm(s string) (c [16]int8) {
-	for i := 0; i < len(s) && i < 15; i++ {
-		c[i] = int8(s[i])
-	}
+	putString(c[:], s)
 	return c
 }
 
+// putString writes s NUL-terminated into a C char array.
+func putString(dst []int8, s string) {
+	for i := 0; i < len(s) && i < len(dst)-1; i++ {
+		dst[i] = int8(s[i])
+	}
+}
+
 func TestRecordSizeMatchesC(t *testing.T) {
-	// 5 u64, 18 u32, two arrays of 10 u32, comm[16]: bpf/nstrace.h.
-	if recordSize != 208 {
-		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out 208", recordSize)
+	// 6 u64, 18 u32, two arrays of 10 u32, comm[16], two cgroup
+	// names of 128: bpf/nstrace.h.
+	if recordSize != 6*8+18*4+2*10*4+16+2*128 {
+		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out %d", recordSize, 6*8+18*4+2*10*4+16+2*128)
 	}
 }
 
@@ -44,7 +52,8 @@ func TestDecodeExec(t *testing.T) {
 		r.Ns[i] = 4026531830 + uint32(i)
 	}
 	raw := record(r, []byte("/bin/sh"+"sh\x00-c\x00echo hi\x00"))
-	d := Decoder{WallOffset: time.Duration(1_700_000_000) * time.Second}
+	var d Decoder
+	d.clock.offset, d.clock.taken = int64(1_700_000_000*time.Second), time.Now()
 	var e event.Event
 	if err := d.Decode(raw, &e); err != nil {
 		t.Fatal(err)
@@ -189,5 +198,42 @@ func TestRecordNamespaceOrder(t *testing.T) {
 		if nstraceNstNs(typ) != idx {
 			t.Errorf("%s: Go index %d, kernel index %d", typ, typ, idx)
 		}
+	}
+}
+
+func TestDecodeCgroupAndLoss(t *testing.T) {
+	r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_FORK), CgroupId: 9, LostSeq: 3}
+	putString(r.CgroupName[:], "docker-abc.scope")
+	putString(r.CgroupParent[:], "system.slice")
+	var d Decoder
+	var e event.Event
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if string(e.CgroupName) != "docker-abc.scope" || string(e.CgroupParent) != "system.slice" {
+		t.Errorf("cgroup names %q %q", e.CgroupName, e.CgroupParent)
+	}
+	if !d.lossBefore {
+		t.Error("a record whose loss count moved does not say so")
+	}
+	if err := d.Decode(record(r, nil), &e); err != nil || d.lossBefore {
+		t.Errorf("the same loss count again: %v %v", err, d.lossBefore)
+	}
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_UNTRACKED), Pid: 10, ChildPid: 11, LostSeq: 4}
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != event.Lost || e.Reason != event.LostTracked || e.ChildPID != 11 || e.PID != 10 || e.Count != 1 {
+		t.Errorf("untracked child: %+v", e)
+	}
+}
+
+func TestWallClockIsBootTimePlusOffset(t *testing.T) {
+	var c wallClock
+	var boot unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
+	got := c.wall(uint64(boot.Nano()))
+	if d := time.Since(got); d < -time.Second || d > time.Second {
+		t.Errorf("a boot-clock stamp of now reads %v, %v from now", got, d)
 	}
 }

@@ -14,39 +14,56 @@ import (
 )
 
 type nstraceEvent struct {
-	_           structs.HostLayout
-	TsNs        uint64
-	CgroupId    uint64
-	DurationNs  uint64
-	FlagsRaw    uint64
-	Ret         int64
-	Kind        uint32
-	Flags       uint32
-	Pid         uint32
-	Tid         uint32
-	Ppid        uint32
-	Nspid       uint32
-	Uid         uint32
-	Gid         uint32
-	ChildPid    uint32
-	ChildNspid  uint32
-	ExitStatus  uint32
-	Fd          int32
-	TargetNs    uint32
-	TargetType  uint32
-	TargetPid   uint32
-	FilenameLen uint32
-	ArgsLen     uint32
-	Pad         uint32
-	Ns          [10]uint32
-	NsOther     [10]uint32
-	Comm        [16]int8
+	_            structs.HostLayout
+	TsNs         uint64
+	CgroupId     uint64
+	DurationNs   uint64
+	FlagsRaw     uint64
+	Ret          int64
+	LostSeq      uint64
+	Kind         uint32
+	Flags        uint32
+	Pid          uint32
+	Tid          uint32
+	Ppid         uint32
+	Nspid        uint32
+	Uid          uint32
+	Gid          uint32
+	ChildPid     uint32
+	ChildNspid   uint32
+	ExitStatus   uint32
+	Fd           int32
+	TargetNs     uint32
+	TargetType   uint32
+	TargetPid    uint32
+	FilenameLen  uint32
+	ArgsLen      uint32
+	Pad          uint32
+	Ns           [10]uint32
+	NsOther      [10]uint32
+	Comm         [16]int8
+	CgroupName   [128]int8
+	CgroupParent [128]int8
 }
 
 type nstraceExecBuf struct {
 	_    structs.HostLayout
 	Ev   nstraceEvent
 	Data [36864]int8
+}
+
+type nstraceExitKey struct {
+	_         structs.HostLayout
+	StartTime uint64
+	Tgid      uint32
+	Pad       uint32
+}
+
+type nstraceHostNs struct {
+	_     structs.HostLayout
+	Ns    [10]uint32
+	Found uint32
+	Pad   uint32
 }
 
 type nstraceNstFlag uint32
@@ -57,17 +74,29 @@ const (
 	nstraceNstFlagNST_F_ARGS_UNREADABLE    nstraceNstFlag = 4
 	nstraceNstFlagNST_F_TARGET_PIDFD       nstraceNstFlag = 8
 	nstraceNstFlagNST_F_TARGET_NSFS        nstraceNstFlag = 16
+	nstraceNstFlagNST_F_COMPAT             nstraceNstFlag = 32
 )
 
 type nstraceNstKind uint32
 
 const (
-	nstraceNstKindNST_EV_FORK    nstraceNstKind = 1
-	nstraceNstKindNST_EV_EXEC    nstraceNstKind = 2
-	nstraceNstKindNST_EV_EXIT    nstraceNstKind = 3
-	nstraceNstKindNST_EV_CLONE   nstraceNstKind = 4
-	nstraceNstKindNST_EV_UNSHARE nstraceNstKind = 5
-	nstraceNstKindNST_EV_SETNS   nstraceNstKind = 6
+	nstraceNstKindNST_EV_FORK      nstraceNstKind = 1
+	nstraceNstKindNST_EV_EXEC      nstraceNstKind = 2
+	nstraceNstKindNST_EV_EXIT      nstraceNstKind = 3
+	nstraceNstKindNST_EV_CLONE     nstraceNstKind = 4
+	nstraceNstKindNST_EV_UNSHARE   nstraceNstKind = 5
+	nstraceNstKindNST_EV_SETNS     nstraceNstKind = 6
+	nstraceNstKindNST_EV_UNTRACKED nstraceNstKind = 7
+)
+
+type nstraceNstLostReason uint32
+
+const (
+	nstraceNstLostReasonNST_LOST_RINGBUF     nstraceNstLostReason = 0
+	nstraceNstLostReasonNST_LOST_PENDING     nstraceNstLostReason = 1
+	nstraceNstLostReasonNST_LOST_CLONE_FLAGS nstraceNstLostReason = 2
+	nstraceNstLostReasonNST_LOST_TRACKED     nstraceNstLostReason = 3
+	nstraceNstLostReasonNST_LOST_REASONS     nstraceNstLostReason = 4
 )
 
 type nstraceNstNs uint32
@@ -128,11 +157,20 @@ type nstraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceProgramSpecs struct {
-	NstExec     *ebpf.ProgramSpec `ebpf:"nst_exec"`
-	NstExit     *ebpf.ProgramSpec `ebpf:"nst_exit"`
-	NstFork     *ebpf.ProgramSpec `ebpf:"nst_fork"`
-	NstSysEnter *ebpf.ProgramSpec `ebpf:"nst_sys_enter"`
-	NstSysExit  *ebpf.ProgramSpec `ebpf:"nst_sys_exit"`
+	NstCloneIn    *ebpf.ProgramSpec `ebpf:"nst_clone_in"`
+	NstCloneOut   *ebpf.ProgramSpec `ebpf:"nst_clone_out"`
+	NstExec       *ebpf.ProgramSpec `ebpf:"nst_exec"`
+	NstExit       *ebpf.ProgramSpec `ebpf:"nst_exit"`
+	NstExitClaim  *ebpf.ProgramSpec `ebpf:"nst_exit_claim"`
+	NstFentryOk   *ebpf.ProgramSpec `ebpf:"nst_fentry_ok"`
+	NstFork       *ebpf.ProgramSpec `ebpf:"nst_fork"`
+	NstHostNs     *ebpf.ProgramSpec `ebpf:"nst_host_ns"`
+	NstSetnsIn    *ebpf.ProgramSpec `ebpf:"nst_setns_in"`
+	NstSetnsOut   *ebpf.ProgramSpec `ebpf:"nst_setns_out"`
+	NstSysEnter   *ebpf.ProgramSpec `ebpf:"nst_sys_enter"`
+	NstSysExit    *ebpf.ProgramSpec `ebpf:"nst_sys_exit"`
+	NstUnshareIn  *ebpf.ProgramSpec `ebpf:"nst_unshare_in"`
+	NstUnshareOut *ebpf.ProgramSpec `ebpf:"nst_unshare_out"`
 }
 
 // nstraceMapSpecs contains maps before they are loaded into the kernel.
@@ -142,9 +180,10 @@ type nstraceMapSpecs struct {
 	CloneFlags *ebpf.MapSpec `ebpf:"clone_flags"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	ExecHeap   *ebpf.MapSpec `ebpf:"exec_heap"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
+	ExitClaims *ebpf.MapSpec `ebpf:"exit_claims"`
 	NsFilter   *ebpf.MapSpec `ebpf:"ns_filter"`
 	Pending    *ebpf.MapSpec `ebpf:"pending"`
+	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
 	Traced     *ebpf.MapSpec `ebpf:"traced"`
 }
 
@@ -155,12 +194,17 @@ type nstraceVariableSpecs struct {
 	NstFilterNs    *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
 	NstFilterPids  *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
 	NstFollow      *ebpf.VariableSpec `ebpf:"nst_follow"`
-	NstLastWakeup  *ebpf.VariableSpec `ebpf:"nst_last_wakeup"`
+	NstHost        *ebpf.VariableSpec `ebpf:"nst_host"`
+	NstLost        *ebpf.VariableSpec `ebpf:"nst_lost"`
+	NstLostSeq     *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
+	NstNr32Clone   *ebpf.VariableSpec `ebpf:"nst_nr32_clone"`
+	NstNr32Clone3  *ebpf.VariableSpec `ebpf:"nst_nr32_clone3"`
+	NstNr32Setns   *ebpf.VariableSpec `ebpf:"nst_nr32_setns"`
+	NstNr32Unshare *ebpf.VariableSpec `ebpf:"nst_nr32_unshare"`
 	NstNrClone     *ebpf.VariableSpec `ebpf:"nst_nr_clone"`
 	NstNrClone3    *ebpf.VariableSpec `ebpf:"nst_nr_clone3"`
 	NstNrSetns     *ebpf.VariableSpec `ebpf:"nst_nr_setns"`
 	NstNrUnshare   *ebpf.VariableSpec `ebpf:"nst_nr_unshare"`
-	NstWakeupBytes *ebpf.VariableSpec `ebpf:"nst_wakeup_bytes"`
 	NstWantClone   *ebpf.VariableSpec `ebpf:"nst_want_clone"`
 	NstWantExec    *ebpf.VariableSpec `ebpf:"nst_want_exec"`
 	NstWantExit    *ebpf.VariableSpec `ebpf:"nst_want_exit"`
@@ -170,6 +214,7 @@ type nstraceVariableSpecs struct {
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag     *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind     *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLost     *ebpf.VariableSpec `ebpf:"unused_lost"`
 	UnusedNs       *ebpf.VariableSpec `ebpf:"unused_ns"`
 }
 
@@ -196,9 +241,10 @@ type nstraceMaps struct {
 	CloneFlags *ebpf.Map `ebpf:"clone_flags"`
 	Events     *ebpf.Map `ebpf:"events"`
 	ExecHeap   *ebpf.Map `ebpf:"exec_heap"`
-	Lost       *ebpf.Map `ebpf:"lost"`
+	ExitClaims *ebpf.Map `ebpf:"exit_claims"`
 	NsFilter   *ebpf.Map `ebpf:"ns_filter"`
 	Pending    *ebpf.Map `ebpf:"pending"`
+	Scratch    *ebpf.Map `ebpf:"scratch"`
 	Traced     *ebpf.Map `ebpf:"traced"`
 }
 
@@ -207,9 +253,10 @@ func (m *nstraceMaps) Close() error {
 		m.CloneFlags,
 		m.Events,
 		m.ExecHeap,
-		m.Lost,
+		m.ExitClaims,
 		m.NsFilter,
 		m.Pending,
+		m.Scratch,
 		m.Traced,
 	)
 }
@@ -221,12 +268,17 @@ type nstraceVariables struct {
 	NstFilterNs    *ebpf.Variable `ebpf:"nst_filter_ns"`
 	NstFilterPids  *ebpf.Variable `ebpf:"nst_filter_pids"`
 	NstFollow      *ebpf.Variable `ebpf:"nst_follow"`
-	NstLastWakeup  *ebpf.Variable `ebpf:"nst_last_wakeup"`
+	NstHost        *ebpf.Variable `ebpf:"nst_host"`
+	NstLost        *ebpf.Variable `ebpf:"nst_lost"`
+	NstLostSeq     *ebpf.Variable `ebpf:"nst_lost_seq"`
+	NstNr32Clone   *ebpf.Variable `ebpf:"nst_nr32_clone"`
+	NstNr32Clone3  *ebpf.Variable `ebpf:"nst_nr32_clone3"`
+	NstNr32Setns   *ebpf.Variable `ebpf:"nst_nr32_setns"`
+	NstNr32Unshare *ebpf.Variable `ebpf:"nst_nr32_unshare"`
 	NstNrClone     *ebpf.Variable `ebpf:"nst_nr_clone"`
 	NstNrClone3    *ebpf.Variable `ebpf:"nst_nr_clone3"`
 	NstNrSetns     *ebpf.Variable `ebpf:"nst_nr_setns"`
 	NstNrUnshare   *ebpf.Variable `ebpf:"nst_nr_unshare"`
-	NstWakeupBytes *ebpf.Variable `ebpf:"nst_wakeup_bytes"`
 	NstWantClone   *ebpf.Variable `ebpf:"nst_want_clone"`
 	NstWantExec    *ebpf.Variable `ebpf:"nst_want_exec"`
 	NstWantExit    *ebpf.Variable `ebpf:"nst_want_exit"`
@@ -236,6 +288,7 @@ type nstraceVariables struct {
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag     *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind     *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLost     *ebpf.Variable `ebpf:"unused_lost"`
 	UnusedNs       *ebpf.Variable `ebpf:"unused_ns"`
 }
 
@@ -243,20 +296,38 @@ type nstraceVariables struct {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstracePrograms struct {
-	NstExec     *ebpf.Program `ebpf:"nst_exec"`
-	NstExit     *ebpf.Program `ebpf:"nst_exit"`
-	NstFork     *ebpf.Program `ebpf:"nst_fork"`
-	NstSysEnter *ebpf.Program `ebpf:"nst_sys_enter"`
-	NstSysExit  *ebpf.Program `ebpf:"nst_sys_exit"`
+	NstCloneIn    *ebpf.Program `ebpf:"nst_clone_in"`
+	NstCloneOut   *ebpf.Program `ebpf:"nst_clone_out"`
+	NstExec       *ebpf.Program `ebpf:"nst_exec"`
+	NstExit       *ebpf.Program `ebpf:"nst_exit"`
+	NstExitClaim  *ebpf.Program `ebpf:"nst_exit_claim"`
+	NstFentryOk   *ebpf.Program `ebpf:"nst_fentry_ok"`
+	NstFork       *ebpf.Program `ebpf:"nst_fork"`
+	NstHostNs     *ebpf.Program `ebpf:"nst_host_ns"`
+	NstSetnsIn    *ebpf.Program `ebpf:"nst_setns_in"`
+	NstSetnsOut   *ebpf.Program `ebpf:"nst_setns_out"`
+	NstSysEnter   *ebpf.Program `ebpf:"nst_sys_enter"`
+	NstSysExit    *ebpf.Program `ebpf:"nst_sys_exit"`
+	NstUnshareIn  *ebpf.Program `ebpf:"nst_unshare_in"`
+	NstUnshareOut *ebpf.Program `ebpf:"nst_unshare_out"`
 }
 
 func (p *nstracePrograms) Close() error {
 	return _NstraceClose(
+		p.NstCloneIn,
+		p.NstCloneOut,
 		p.NstExec,
 		p.NstExit,
+		p.NstExitClaim,
+		p.NstFentryOk,
 		p.NstFork,
+		p.NstHostNs,
+		p.NstSetnsIn,
+		p.NstSetnsOut,
 		p.NstSysEnter,
 		p.NstSysExit,
+		p.NstUnshareIn,
+		p.NstUnshareOut,
 	)
 }
 

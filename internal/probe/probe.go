@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -30,15 +32,27 @@ const DefaultBufferSize = 4 << 20
 // MinBufferSize is the smallest ring buffer nstrace accepts.
 const MinBufferSize = 4096
 
-// PollInterval bounds how long a queued event waits before it is read: the
-// kernel side wakes the reader only in batches, so the reader also looks on
-// this timer.
-const PollInterval = 50 * time.Millisecond
-
 // Errors Read returns besides decoding errors and os.ErrDeadlineExceeded.
 var (
 	// ErrClosed: Interrupt or Close was called.
 	ErrClosed = errors.New("probe closed")
+	// ErrFlushed: every record queued when Flush was called has been read.
+	ErrFlushed = errors.New("probe flushed")
+)
+
+// Hooks says how the namespace system calls are caught.
+type Hooks string
+
+const (
+	// HooksAuto uses fentry where the kernel allows BPF trampolines and
+	// the raw syscall tracepoints where it does not.
+	HooksAuto Hooks = ""
+	// HooksFentry attaches to the kernel functions that do the work:
+	// other system calls pay nothing.
+	HooksFentry Hooks = "fentry"
+	// HooksTracepoint attaches to the raw sys_enter and sys_exit
+	// tracepoints: every system call pays a few compares.
+	HooksTracepoint Hooks = "tracepoint"
 )
 
 // Options choose what the probe traces.
@@ -47,6 +61,17 @@ type Options struct {
 	BufferSize int // bytes, a power of two multiple of the page size
 	Debug      bool
 	Filter     Filter
+	Hooks      Hooks
+	// Limits override the kernel-side tables' sizes; 0 keeps the default.
+	Limits Limits
+}
+
+// Limits are the sizes of the kernel side's tables, each a way to lose
+// events when full (see event.LostReason).
+type Limits struct {
+	Tracked    int // processes in the traced set (65536)
+	Pending    int // unshare and setns calls in flight (4096)
+	CloneFlags int // namespace-creating clones in flight (4096)
 }
 
 // Filter is what the kernel side drops before it queues anything.
@@ -68,40 +93,83 @@ type NSRef struct {
 	Types ns.Mask
 }
 
+// Losses counts events the kernel could not deliver, by reason.
+type Losses [event.LostReasons]uint64
+
+// Total is the sum over all reasons.
+func (l *Losses) Total() uint64 {
+	var n uint64
+	for _, v := range l {
+		n += v
+	}
+	return n
+}
+
 // Probe is a loaded and attached set of nstrace programs.
 type Probe struct {
-	coll    *ebpf.Collection
-	maps    nstraceMaps
-	links   []link.Link
-	rd      *ringbuf.Reader
-	lostSum uint64
-	rec     ringbuf.Record
-	dec     Decoder
+	coll  *ebpf.Collection
+	maps  nstraceMaps
+	vars  nstraceVariables
+	links []link.Link
+	rd    *ringbuf.Reader
+	rec   ringbuf.Record
+	dec   Decoder
+	hooks Hooks
+	// hooksNote says why the syscall hooks are what they are.
+	hooksNote string
+	host      ns.Set
+	hostKnown bool
+	exitProg  string
 }
 
 // BTFPath is where the running kernel exposes its type information.
 var BTFPath = "/sys/kernel/btf/vmlinux"
 
+// setnsWrapper is the kernel function behind the 64-bit setns system call.
+var setnsWrapper = map[string]string{"amd64": "__x64_sys_setns", "arm64": "__arm64_sys_setns"}[runtime.GOARCH]
+
+// plan is the programs to load, and which of them to attach.
+type plan struct {
+	attach []*ebpf.ProgramSpec
+	load   []*ebpf.ProgramSpec
+}
+
 // programsFor lists the programs the options need. fork and clone share
-// the fork tracepoint; clone, unshare and setns are seen at syscall entry
-// and exit. Following a process tree needs the fork and exit tracepoints
-// whatever the kinds shown: they keep the traced set.
-func programsFor(p *nstraceProgramSpecs, opts Options) []*ebpf.ProgramSpec {
+// the fork tracepoint. Following a process tree needs the fork and exit
+// tracepoints whatever the kinds shown: they keep the traced set.
+func programsFor(p *nstraceProgramSpecs, opts Options, hooks Hooks, exitGroupDead bool) plan {
 	kinds, f := opts.Kinds, opts.Filter
-	var out []*ebpf.ProgramSpec
+	var pl plan
 	if kinds.Has(event.Fork) || kinds.Has(event.Clone) || (f.Tracked && f.Follow) {
-		out = append(out, p.NstFork)
+		pl.attach = append(pl.attach, p.NstFork)
 	}
 	if kinds.Has(event.Exec) {
-		out = append(out, p.NstExec)
+		pl.attach = append(pl.attach, p.NstExec)
 	}
 	if kinds.Has(event.Exit) || f.Tracked {
-		out = append(out, p.NstExit)
+		if exitGroupDead {
+			pl.attach = append(pl.attach, p.NstExit)
+		} else {
+			pl.attach = append(pl.attach, p.NstExitClaim)
+		}
 	}
-	if needsSyscalls(kinds) {
-		out = append(out, p.NstSysEnter, p.NstSysExit)
+	switch {
+	case !needsSyscalls(kinds):
+	case hooks == HooksFentry:
+		if kinds.Has(event.Clone) {
+			pl.attach = append(pl.attach, p.NstCloneIn, p.NstCloneOut)
+		}
+		if kinds.Has(event.Unshare) {
+			pl.attach = append(pl.attach, p.NstUnshareIn, p.NstUnshareOut)
+		}
+		if kinds.Has(event.Setns) {
+			pl.attach = append(pl.attach, p.NstSetnsIn, p.NstSetnsOut)
+		}
+	default:
+		pl.attach = append(pl.attach, p.NstSysEnter, p.NstSysExit)
 	}
-	return out
+	pl.load = append(append(pl.load, pl.attach...), p.NstHostNs)
+	return pl
 }
 
 func needsSyscalls(kinds event.KindSet) bool {
@@ -126,8 +194,10 @@ func checkKernel() error {
 	if _, err := os.Stat(BTFPath); err != nil {
 		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
 	}
-	if os.Geteuid() != 0 && !hasBPFCaps() {
-		return errors.New("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (and CAP_SYS_RESOURCE on kernels before 5.11)")
+	if os.Geteuid() != 0 {
+		if missing := MissingCapabilities(); len(missing) > 0 {
+			return fmt.Errorf("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (missing: %s)", joinNames(missing))
+		}
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
@@ -161,41 +231,40 @@ func Open(opts Options) (_ *Probe, err error) {
 		return nil, err
 	}
 
-	spec, err := loadNstrace()
-	if err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
-	}
-	var specs nstraceSpecs
-	if err := spec.Assign(&specs); err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
-	}
-	want := programsFor(&specs.nstraceProgramSpecs, opts)
-	keep := map[*ebpf.ProgramSpec]bool{}
-	for _, p := range want {
-		keep[p] = true
-	}
-	for name, p := range spec.Programs {
-		if !keep[p] {
-			delete(spec.Programs, name)
-		}
-	}
-	if err := configure(&specs, opts); err != nil {
-		return nil, err
-	}
-
 	p := &Probe{}
 	defer func() {
 		if err != nil {
 			p.Close()
 		}
 	}()
-	p.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	exitGroupDead := exitTracepointHasGroupDead()
+	p.hooks, p.hooksNote = HooksTracepoint, "no clone, unshare or setns event selected"
+	if needsSyscalls(opts.Kinds) {
+		p.hooks, p.hooksNote = chooseHooks(opts.Hooks)
+	}
+	var attach []*ebpf.ProgramSpec
+	p.coll, attach, err = load(opts, p.hooks, exitGroupDead)
+	if err != nil && p.hooks == HooksFentry && opts.Hooks == HooksAuto {
+		// A kernel may take one fentry program and refuse another (a
+		// function it lacks): fall back as a whole.
+		p.hooks, p.hooksNote = HooksTracepoint, fmt.Sprintf("fentry failed to load: %v", err)
+		p.coll, attach, err = load(opts, p.hooks, exitGroupDead)
+	}
 	if err != nil {
 		return nil, loadError(err, opts.Debug)
 	}
 	if err := p.coll.Assign(&p.maps); err != nil {
 		return nil, fmt.Errorf("reading the loaded maps: %w", err)
 	}
+	if err := p.coll.Assign(&p.vars); err != nil {
+		return nil, fmt.Errorf("reading the loaded variables: %w", err)
+	}
+	p.exitProg = "sched_process_exit (last thread by signal->live, claimed once)"
+	if exitGroupDead {
+		p.exitProg = "sched_process_exit (group_dead)"
+	}
+	p.host, p.hostKnown = runHostNS(p.coll)
+
 	for _, pid := range opts.Filter.PIDs {
 		if err := p.Track(pid); err != nil {
 			return nil, err
@@ -210,15 +279,143 @@ func Open(opts Options) (_ *Probe, err error) {
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
 	}
-	for _, ps := range want {
+	for _, ps := range attach {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.coll.Programs[ps.Name]})
 		if err != nil {
 			return nil, hint(fmt.Errorf("attaching %s (%s): %w", ps.Name, ps.AttachTo, err))
 		}
 		p.links = append(p.links, l)
 	}
-	p.dec.WallOffset = wallOffset()
 	return p, nil
+}
+
+// load prepares the embedded object for the options and loads it; it
+// returns the programs to attach.
+func load(opts Options, hooks Hooks, exitGroupDead bool) (*ebpf.Collection, []*ebpf.ProgramSpec, error) {
+	spec, err := loadNstrace()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	var specs nstraceSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	specs.NstSetnsIn.AttachTo = setnsWrapper
+	specs.NstSetnsOut.AttachTo = setnsWrapper
+	pl := programsFor(&specs.nstraceProgramSpecs, opts, hooks, exitGroupDead)
+	keep := map[*ebpf.ProgramSpec]bool{}
+	for _, ps := range pl.load {
+		keep[ps] = true
+	}
+	for name, ps := range spec.Programs {
+		if !keep[ps] {
+			delete(spec.Programs, name)
+		}
+	}
+	if err := configure(&specs, opts); err != nil {
+		return nil, nil, err
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	return coll, pl.attach, err
+}
+
+// chooseHooks picks how the namespace system calls are caught, and says
+// why.
+func chooseHooks(want Hooks) (Hooks, string) {
+	switch want {
+	case HooksFentry:
+		return HooksFentry, "asked for (--syscall-hooks fentry)"
+	case HooksTracepoint:
+		return HooksTracepoint, "asked for (--syscall-hooks tracepoint)"
+	}
+	if err := fentryAllowed(); err != nil {
+		return HooksTracepoint, fmt.Sprintf("this kernel refuses BPF trampolines (%v)", err)
+	}
+	return HooksFentry, "this kernel allows BPF trampolines"
+}
+
+// fentryAllowed loads a program that does nothing at a function entry.
+func fentryAllowed() error {
+	spec, err := loadNstrace()
+	if err != nil {
+		return err
+	}
+	var specs nstraceProgramSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(specs.NstFentryOk)
+	if err != nil {
+		return err
+	}
+	return prog.Close()
+}
+
+// exitTracepointHasGroupDead reports whether sched_process_exit says which
+// thread's exit ended its group (Linux 6.16).
+func exitTracepointHasGroupDead() bool {
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var td *btf.Typedef
+	if err := kspec.TypeByName("btf_trace_sched_process_exit", &td); err != nil {
+		return false
+	}
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return false
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	return ok && len(proto.Params) >= 3
+}
+
+// runHostNS runs the host namespace program once and reads its answer.
+func runHostNS(coll *ebpf.Collection) (ns.Set, bool) {
+	var set ns.Set
+	var vars nstraceVariables
+	prog := coll.Programs["nst_host_ns"]
+	if prog == nil || coll.Assign(&vars) != nil {
+		return set, false
+	}
+	if _, err := prog.Run(&ebpf.RunOptions{Context: []uint64{0}}); err != nil {
+		return set, false
+	}
+	var h nstraceHostNs
+	if err := vars.NstHost.Get(&h); err != nil || h.Found == 0 {
+		return set, false
+	}
+	for i, v := range h.Ns {
+		set[i] = uint64(v)
+	}
+	return set, true
+}
+
+// HostNamespaces loads only what it takes to read the host's namespaces
+// from the kernel (those of its first task), wherever nstrace runs.
+func HostNamespaces() (ns.Set, error) {
+	if err := checkKernel(); err != nil {
+		return ns.Set{}, err
+	}
+	spec, err := loadNstrace()
+	if err != nil {
+		return ns.Set{}, err
+	}
+	for name := range spec.Programs {
+		if name != "nst_host_ns" {
+			delete(spec.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	if err != nil {
+		return ns.Set{}, loadError(err, false)
+	}
+	defer coll.Close()
+	set, ok := runHostNS(coll)
+	if !ok {
+		return set, errors.New("the kernel did not say which namespaces are the host's")
+	}
+	return set, nil
 }
 
 // configure sizes the maps and sets the programs' load-time options.
@@ -229,10 +426,16 @@ func configure(s *nstraceSpecs, opts Options) error {
 	}
 	s.ExecHeap.MaxEntries = uint32(cpus)
 	s.Events.MaxEntries = uint32(opts.BufferSize)
+	for _, l := range []struct {
+		m *ebpf.MapSpec
+		n int
+	}{{s.Traced, opts.Limits.Tracked}, {s.Pending, opts.Limits.Pending}, {s.CloneFlags, opts.Limits.CloneFlags}} {
+		if l.n > 0 {
+			l.m.MaxEntries = uint32(l.n)
+		}
+	}
 	k, f := opts.Kinds, opts.Filter
 	v := &s.nstraceVariableSpecs
-	// An eighth of the buffer queued wakes the reader at once; less waits
-	// for its poll, or wakes it if it was idle (see wakeup_flags).
 	if err := setAll([]varSetting{
 		{v.NstWantFork, b2u(k.Has(event.Fork))},
 		{v.NstWantExec, b2u(k.Has(event.Exec))},
@@ -243,7 +446,6 @@ func configure(s *nstraceSpecs, opts Options) error {
 		{v.NstFilterPids, b2u(f.Tracked)},
 		{v.NstFollow, b2u(f.Follow)},
 		{v.NstFilterNs, b2u(len(f.Namespaces) > 0)},
-		{v.NstWakeupBytes, uint32(opts.BufferSize / 8)},
 	}); err != nil {
 		return err
 	}
@@ -271,25 +473,6 @@ func b2u(b bool) uint32 {
 	return 0
 }
 
-// wallOffset is what to add to a CLOCK_MONOTONIC stamp to get wall time.
-func wallOffset() time.Duration {
-	var mono, real unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
-	_ = unix.ClockGettime(unix.CLOCK_REALTIME, &real)
-	return time.Duration(real.Nano() - mono.Nano())
-}
-
-// hasBPFCaps reports whether the process holds CAP_BPF and CAP_PERFMON.
-func hasBPFCaps() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	return has(unix.CAP_BPF) && has(unix.CAP_PERFMON)
-}
-
 func hint(err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 		return fmt.Errorf("%w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
@@ -308,6 +491,16 @@ func loadError(err error, debug bool) error {
 	return hint(fmt.Errorf("loading BPF programs: %w", err))
 }
 
+// Hooks reports how the namespace system calls are caught, and why.
+func (p *Probe) Hooks() (Hooks, string) { return p.hooks, p.hooksNote }
+
+// ExitHook says how the last thread of a process is recognised.
+func (p *Probe) ExitHook() string { return p.exitProg }
+
+// Host returns the host's namespaces as the kernel knows them: those of
+// its first task. ok is false if the kernel did not say.
+func (p *Probe) Host() (ns.Set, bool) { return p.host, p.hostKnown }
+
 // Track adds a process to the traced set (with Filter.Tracked).
 func (p *Probe) Track(pid uint32) error {
 	if err := p.maps.Traced.Update(pid, uint8(1), ebpf.UpdateAny); err != nil {
@@ -324,31 +517,48 @@ func (p *Probe) Pending() int { return p.rd.AvailableBytes() }
 
 // Read waits for the next record and decodes it into e. The event's byte
 // slices are valid until the next Read. It returns os.ErrDeadlineExceeded
-// when the deadline passes and ErrClosed after Interrupt or Close.
+// when the deadline passes, ErrFlushed once a Flush is done, and ErrClosed
+// after Interrupt or Close.
 func (p *Probe) Read(e *event.Event) error {
 	if err := p.rd.ReadInto(&p.rec); err != nil {
-		if errors.Is(err, ringbuf.ErrClosed) {
+		switch {
+		case errors.Is(err, ringbuf.ErrClosed):
 			return ErrClosed
+		case errors.Is(err, ringbuf.ErrFlushed):
+			return ErrFlushed
 		}
 		return err
 	}
 	return p.dec.Decode(p.rec.RawSample, e)
 }
 
-// Lost returns how many events the kernel failed to queue since the last
-// call.
-func (p *Probe) Lost() (uint64, error) {
-	var per []uint64
-	if err := p.maps.Lost.Lookup(uint32(0), &per); err != nil {
-		return 0, fmt.Errorf("reading the lost-event counters: %w", err)
+// Flush makes Read return every record queued now, then ErrFlushed; safe
+// to call from another goroutine.
+func (p *Probe) Flush() error { return p.rd.Flush() }
+
+// LostSince reports whether the kernel has failed to deliver anything
+// since the record Read last returned (or, with no record since, since the
+// last call). Read from memory shared with the kernel: no system call.
+func (p *Probe) LostSince() bool {
+	var seq uint64
+	if p.vars.NstLostSeq == nil || p.vars.NstLostSeq.Get(&seq) != nil {
+		return false
 	}
-	var sum uint64
-	for _, v := range per {
-		sum += v
+	return p.dec.seenLoss(seq)
+}
+
+// LostRecordSeen reports whether the last record read says events were
+// lost before it.
+func (p *Probe) LostRecordSeen() bool { return p.dec.lossBefore }
+
+// Losses returns the kernel's counts of events it could not deliver, by
+// reason, since the probe opened.
+func (p *Probe) Losses() (Losses, error) {
+	var l Losses
+	if err := p.vars.NstLost.Get(&l); err != nil {
+		return l, fmt.Errorf("reading the lost-event counters: %w", err)
 	}
-	d := sum - p.lostSum
-	p.lostSum = sum
-	return d, nil
+	return l, nil
 }
 
 // Interrupt makes a blocked Read return ErrClosed; safe to call from

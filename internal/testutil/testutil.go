@@ -71,11 +71,7 @@ func (c *Collector) loop() {
 	defer close(c.done)
 	var e event.Event
 	for {
-		c.p.SetDeadline(time.Now().Add(probe.PollInterval))
 		err := c.p.Read(&e)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue
-		}
 		if err != nil {
 			if !errors.Is(err, probe.ErrClosed) {
 				c.mu.Lock()
@@ -125,8 +121,16 @@ func (c *Collector) Wait(t testing.TB, n int, timeout time.Duration, match func(
 	}
 }
 
-// Settle waits long enough for every queued event to be read.
-func (c *Collector) Settle() { time.Sleep(3 * probe.PollInterval) }
+// Settle waits until every event queued now has been read.
+func (c *Collector) Settle() {
+	for deadline := time.Now().Add(2 * time.Second); c.p.Pending() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+}
+
+// Probe is the collector's probe.
+func (c *Collector) Probe() *probe.Probe { return c.p }
 
 // LoadedPrograms lists the ids of loaded BPF programs with nstrace's
 // names (nst_...).

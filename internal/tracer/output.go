@@ -4,117 +4,128 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
-	"sync"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// outputGone reports whether w is a pipe or socket whose reader has left,
-// so that an idle nstrace whose reader quit (nstrace | head -1) ends
-// without waiting for an event to fail to write.
-func outputGone(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: 0}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
+// sink is where the feed goes: written from the read loop itself, with no
+// hand-off to another goroutine. A pipe or terminal is opened again as a
+// description of nstrace's own in non-blocking mode, so that a reader
+// that stops reading parks the loop in Go's poller, where a deadline can
+// cut the write short; the description the shell and COMMAND share is
+// left as it was. Anything else (a file, a socket) is written as given.
+type sink struct {
+	w    io.Writer
+	file *os.File // the pollable reopened description, or nil
+	// watch is the descriptor to watch for a reader that left.
+	watch int
+	// path, for -o FILE: reopened on SIGHUP for log rotation.
+	path string
 }
 
-// errInterrupted ends a write that a signal cut short.
+// openSink opens the feed's destination: path, or stdout when path is "".
+func openSink(path string, stdout io.Writer) (*sink, error) {
+	if path != "" {
+		f, err := openAppend(path)
+		if err != nil {
+			return nil, err
+		}
+		return &sink{w: f, file: nil, watch: -1, path: path}, nil
+	}
+	s := &sink{w: stdout, watch: -1}
+	f, ok := stdout.(*os.File)
+	if !ok {
+		return s, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return s, nil
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFCHR:
+		s.watch = int(f.Fd())
+		own, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if err == nil {
+			s.w, s.file = own, own
+		}
+	case unix.S_IFSOCK:
+		s.watch = int(f.Fd())
+	}
+	return s, nil
+}
+
+func openAppend(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening the output: %w", err)
+	}
+	return f, nil
+}
+
+func (s *sink) Write(p []byte) (int, error) { return s.w.Write(p) }
+
+// cutShort makes writes that block past d fail with errInterrupted; safe
+// to call from another goroutine.
+func (s *sink) cutShort(d time.Duration) {
+	if s.file != nil {
+		_ = s.file.SetWriteDeadline(time.Now().Add(d))
+	}
+}
+
+// reopen starts -o FILE again, after log rotation moved it away.
+func (s *sink) reopen() error {
+	if s.path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("reopening the output: %w", err)
+	}
+	if old, ok := s.w.(*os.File); ok {
+		old.Close()
+	}
+	s.w = f
+	return nil
+}
+
+func (s *sink) Close() error {
+	if f, ok := s.w.(*os.File); ok && (s.file != nil || s.path != "") {
+		return f.Close()
+	}
+	return nil
+}
+
+// errInterrupted ends a write that a stop cut short.
 var errInterrupted = errors.New("interrupted")
 
-// asyncWriter hands what it is given to a goroutine that writes it, so the
-// event loop never sits in a blocked write(2): a reader that stops reading
-// makes the loop wait on a bounded queue instead, where a signal can still
-// reach it. The kernel side then counts what it cannot queue.
-type asyncWriter struct {
-	queue chan []byte
-	free  chan []byte
-	stop  <-chan struct{}
-	mu    sync.Mutex
-	err   error
-	done  chan struct{}
+// interrupted maps a deadline that cut a write short to errInterrupted.
+func interrupted(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errInterrupted
+	}
+	return err
 }
 
-// closeGrace is how long a stopped nstrace still tries to write what it
-// has queued.
-const closeGrace = 500 * time.Millisecond
-
-// asyncDepth is how many chunks (of the bufio.Writer's size) may wait.
-const asyncDepth = 8
-
-func newAsyncWriter(w io.Writer, stop <-chan struct{}) *asyncWriter {
-	a := &asyncWriter{
-		queue: make(chan []byte, asyncDepth),
-		free:  make(chan []byte, asyncDepth+1),
-		stop:  stop,
-		done:  make(chan struct{}),
+// waitGone blocks until the reader of a pipe, socket or terminal leaves
+// (POLLERR or POLLHUP), so that an idle nstrace whose reader quit
+// (nstrace | head -1) ends without waiting for an event to fail to write.
+// It costs nothing while it waits. It returns false if there is nothing to
+// watch.
+func (s *sink) waitGone() bool {
+	if s.watch < 0 {
+		return false
 	}
-	go func() {
-		defer close(a.done)
-		for b := range a.queue {
-			if _, err := w.Write(b); err != nil {
-				a.mu.Lock()
-				a.err = err
-				a.mu.Unlock()
-				for range a.queue {
-				}
-				return
-			}
-			select {
-			case a.free <- b[:0]:
-			default:
-			}
+	fds := []unix.PollFd{{Fd: int32(s.watch)}}
+	for {
+		n, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
 		}
-	}()
-	return a
-}
-
-func (a *asyncWriter) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	err := a.err
-	a.mu.Unlock()
-	if err != nil {
-		return 0, err
+		return err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 	}
-	var b []byte
-	select {
-	case b = <-a.free:
-	default:
-	}
-	b = append(b, p...)
-	select {
-	case a.queue <- b:
-		return len(p), nil
-	default:
-	}
-	select {
-	case a.queue <- b:
-		return len(p), nil
-	case <-a.stop:
-		return 0, errInterrupted
-	}
-}
-
-// Close waits until everything queued is written; once stopped, for a
-// short while only, since the reader may never read again.
-func (a *asyncWriter) Close() error {
-	close(a.queue)
-	select {
-	case <-a.done:
-	case <-a.stop:
-		select {
-		case <-a.done:
-		case <-time.After(closeGrace):
-			return errInterrupted
-		}
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.err
 }

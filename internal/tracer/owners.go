@@ -3,29 +3,63 @@
 package tracer
 
 import (
+	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/procfs"
 )
 
-// owners names whose namespace an inode is, the way `nstrace ns` does:
-// a netns bind mount, a container, or the lowest pid in it. It indexes
-// /proc at most once per ownersRescanEvery, when an inode is not known.
+// owners names whose namespace an inode is, the way `nstrace ns` does: a
+// bind mount that keeps it, a container, or the lowest pid in it.
+//
+// The index comes from a scan of all of /proc, which takes milliseconds
+// per hundred processes: it runs in the background, never two at a time
+// and at most once per ownersRescanEvery, when asked for an inode it does
+// not know or told that namespaces were made. The read loop never waits
+// for it; an inode not yet indexed gets no label. Namespace inodes are
+// reused once a namespace is gone, so a label is checked against the
+// live namespace (its process's link, or its mount's inode) before it is
+// given.
 type owners struct {
-	procRoot   string
-	host       ns.Set
+	procRoot string
+	host     ns.Set
+	// containers is the scanner's own: the registry is not shared
+	// between goroutines.
 	containers *container.Registry
-	cache      map[uint64]string
-	scanned    time.Time
+
+	mu       sync.Mutex
+	index    map[ownerKey]owner
+	scanning bool
+	again    bool // asked again while a scan ran or rested
+	scanned  time.Time
+}
+
+type ownerKey struct {
+	t     ns.Type
+	inode uint64
+}
+
+// owner is a label and how to check it still holds.
+type owner struct {
+	label string
+	pid   uint32 // a process in the namespace, or
+	mount string // a bind mount of it
 }
 
 const ownersRescanEvery = 250 * time.Millisecond
 
-func newOwners(procRoot string, host ns.Set, containers *container.Registry) *owners {
-	return &owners{procRoot: procRoot, host: host, containers: containers, cache: map[uint64]string{}}
+func newOwners(procRoot string, host ns.Set, runcHostPidNS uint64) *owners {
+	o := &owners{procRoot: procRoot, host: host, index: map[ownerKey]owner{}}
+	o.containers = container.NewRegistry(procRoot, container.RuncRoots, runcHostPidNS)
+	o.rescan()
+	return o
 }
 
 // of returns a short description of the namespace's owner, or "".
@@ -36,31 +70,81 @@ func (o *owners) of(t ns.Type, inode uint64) string {
 	if o.host[t] == inode {
 		return "host"
 	}
-	if s, ok := o.cache[inode]; ok {
-		return s
+	k := ownerKey{t, inode}
+	o.mu.Lock()
+	w, ok := o.index[k]
+	o.mu.Unlock()
+	if ok && o.holds(k, w) {
+		return w.label
 	}
-	if time.Since(o.scanned) < ownersRescanEvery {
-		return ""
-	}
-	o.scanned = time.Now()
-	o.cache = ownersIndex(o.procRoot, o.containers)
-	return o.cache[inode]
+	o.rescan()
+	return ""
 }
 
-// ownersIndex names the owner of every namespace on the host.
-func ownersIndex(procRoot string, containers *container.Registry) map[uint64]string {
-	procs := procfs.Procs(procRoot)
+// changed says namespaces were made: the index should learn them.
+func (o *owners) changed() { o.rescan() }
+
+// holds checks that the namespace the label was made for is still the
+// one with this inode.
+func (o *owners) holds(k ownerKey, w owner) bool {
+	if w.mount != "" {
+		var st unix.Stat_t
+		return unix.Stat(w.mount, &st) == nil && st.Ino == k.inode
+	}
+	target, err := os.Readlink(filepath.Join(o.procRoot, strconv.Itoa(int(w.pid)), "ns", k.t.String()))
+	_, ino, ok := ns.ParseLink(target)
+	return err == nil && ok && ino == k.inode
+}
+
+// rescan starts a background scan, unless one runs; one asked for too
+// soon after the last runs when the rest is over.
+func (o *owners) rescan() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.scanning {
+		o.again = true
+		return
+	}
+	o.scanning = true
+	wait := ownersRescanEvery - time.Since(o.scanned)
+	go func() {
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		index := o.scan()
+		o.mu.Lock()
+		o.index, o.scanned, o.scanning = index, time.Now(), false
+		again := o.again
+		o.again = false
+		o.mu.Unlock()
+		if again {
+			o.rescan()
+		}
+	}()
+}
+
+// scan names the owner of every namespace on the host.
+func (o *owners) scan() map[ownerKey]owner {
+	procs := procfs.Procs(o.procRoot)
 	containerOf := func(p procfs.Proc) string {
-		if c := containers.Lookup(p.Cgroup, p.NS[ns.Pid]); c != nil {
+		if c := o.containers.Lookup(p.Cgroup, p.NS[ns.Pid]); c != nil {
 			return c.Short()
 		}
 		return ""
 	}
-	index := map[uint64]string{}
-	for _, n := range procfs.Namespaces(filepath.Join(procRoot, "self", "mountinfo"), procs) {
-		if o := n.Owner(procs, containerOf); o != "" {
-			index[n.Inode] = o
+	index := map[ownerKey]owner{}
+	for _, n := range procfs.Namespaces(filepath.Join(o.procRoot, "self", "mountinfo"), procs) {
+		label := n.Owner(procs, containerOf)
+		if label == "" {
+			continue
 		}
+		w := owner{label: label}
+		if len(n.Mounts) > 0 {
+			w.mount = n.Mounts[0]
+		} else {
+			w.pid = n.PIDs[0]
+		}
+		index[ownerKey{n.Type, n.Inode}] = w
 	}
 	return index
 }

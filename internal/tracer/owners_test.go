@@ -3,9 +3,11 @@
 package tracer
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
-	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/procfs/procfstest"
 )
@@ -18,7 +20,8 @@ func TestOwnersFakeProc(t *testing.T) {
 	procfstest.Process(t, root, "21", "p21", map[string]string{"net": "net:[4026532500]", "pid": "pid:[4026532600]"})
 	procfstest.Process(t, root, "22", "p22", map[string]string{"net": "net:[4026532700]"})
 	procfstest.Mountinfo(t, root, "181 86 0:4 net:[4026532700] /run/netns/blue rw shared:2 - nsfs nsfs rw\n")
-	o := newOwners(root, ns.Set{}, container.NewRegistry(root, nil, 0))
+	o := newOwners(root, ns.Set{}, 0)
+	index := o.scan()
 	for _, c := range []struct {
 		t    ns.Type
 		ino  uint64
@@ -29,8 +32,34 @@ func TestOwnersFakeProc(t *testing.T) {
 		{ns.Net, 4026532700, "netns blue"},
 		{ns.Net, 4026532999, ""},
 	} {
-		if got := o.of(c.t, c.ino); got != c.want {
+		if got := index[ownerKey{c.t, c.ino}].label; got != c.want {
 			t.Errorf("%s:[%d]: %q, want %q", c.t, c.ino, got, c.want)
+		}
+	}
+
+	// The background scan, then a label checked against the live link.
+	waitFor(t, func() bool { return o.of(ns.Net, 4026532500) == "pid 20 p20" })
+	// The namespace is gone and its inode reused elsewhere: no label.
+	link := filepath.Join(root, "20", "ns", "net")
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("net:[4026532501]", link); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.of(ns.Net, 4026532500); got != "" {
+		t.Errorf("a label for a namespace its owner left: %q", got)
+	}
+	if got := o.of(ns.Net, 1); got != "" {
+		t.Errorf("an unknown inode got %q", got)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
 		}
 	}
 }

@@ -8,13 +8,16 @@ package tracer
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/event"
@@ -33,6 +36,10 @@ type Config struct {
 	AllNS      bool
 	BufferSize int
 	Debug      bool
+	// Hooks chooses how namespace system calls are caught.
+	Hooks probe.Hooks
+	// Limits override the kernel side's table sizes (tests).
+	Limits probe.Limits
 	// Output is a file to write the feed to; "" is stdout.
 	Output string
 	Scope  scope.Scope
@@ -48,8 +55,18 @@ type writer interface {
 	Write(*event.Event) error
 }
 
-// lostCheckEvery bounds how long a loss goes unreported under load.
-const lostCheckEvery = 100 * time.Millisecond
+// stopGrace is how long a stopping nstrace still tries to write what is
+// queued to a reader that does not read.
+const stopGrace = 500 * time.Millisecond
+
+// Why the session ends, set by the control goroutine.
+const (
+	running int32 = iota
+	stopSignal
+	stopCommandDone
+	stopAbort
+	stopOutputGone
+)
 
 // Session is one run of the tracer.
 type Session struct {
@@ -58,70 +75,78 @@ type Session struct {
 	stderr io.Writer
 
 	probe      *probe.Probe
+	host       ns.Set
 	filter     *scope.UserFilter
 	cgroups    *procfs.Cgroups
 	containers *container.Registry
 	owners     *owners
 	closers    []func()
 
-	out *asyncWriter
-	buf *bufio.Writer
-	w   writer
+	sink *sink
+	buf  *bufio.Writer
+	w    writer
 
-	cmd  *launch.Command
-	done <-chan int // COMMAND's exit status, once its tree is gone
+	cmd *launch.Command
 
-	interrupted chan struct{}
+	stop     atomic.Int32
+	exitCode atomic.Int32
+	reopen   atomic.Bool
 
-	seen, lost, badRecords uint64
-	exitCode               int
-	nextLostCheck          time.Time
+	seen, badRecords uint64
+	reported         probe.Losses // losses already written to the feed
 }
 
 // New opens the probe and the output for cfg. The session's Close must be
 // called.
 func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
-	s := &Session{cfg: cfg, stdout: stdout, stderr: stderr, exitCode: -1, interrupted: make(chan struct{})}
+	s := &Session{cfg: cfg, stdout: stdout, stderr: stderr}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-	// Namespaces nstrace itself is in: the host's, as far as it can tell.
-	host, _ := procfs.ReadNS(procfs.Root, "self")
+	// Namespaces nstrace itself is in, until the kernel says which are
+	// the host's.
+	self, _ := procfs.ReadNS(procfs.Root, "self")
 	cfg.Scope.Command = len(cfg.Command) > 0
-	filter, err := cfg.Scope.KernelFilter(procfs.Root, host)
+	filter, err := cfg.Scope.KernelFilter(procfs.Root, self)
 	if err != nil {
 		return nil, err
 	}
-	s.filter = cfg.Scope.UserFilter(host)
-
-	s.probe, err = probe.Open(probe.Options{Kinds: cfg.Kinds, BufferSize: cfg.BufferSize, Debug: cfg.Debug, Filter: filter})
+	s.probe, err = probe.Open(probe.Options{
+		Kinds: cfg.Kinds, BufferSize: cfg.BufferSize, Debug: cfg.Debug,
+		Filter: filter, Hooks: cfg.Hooks, Limits: cfg.Limits,
+	})
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.probe.Close() })
-
-	if cfg.Output != "" {
-		f, err := os.Create(cfg.Output)
-		if err != nil {
-			return nil, fmt.Errorf("opening the output: %w", err)
-		}
-		s.closers = append(s.closers, func() { f.Close() })
-		s.stdout = f
+	s.host = self
+	if h, ok := s.probe.Host(); ok {
+		s.host = h
 	}
+	s.filter = cfg.Scope.UserFilter(s.host)
+	if cfg.Debug {
+		hooks, why := s.probe.Hooks()
+		fmt.Fprintf(stderr, "nstrace: namespace system calls: %s (%s); exits: %s\n", hooks, why, s.probe.ExitHook())
+	}
+
+	s.sink, err = openSink(cfg.Output, stdout)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { s.sink.Close() })
 
 	s.cgroups = procfs.NewCgroups("")
 	s.closers = append(s.closers, s.cgroups.Close)
-	s.containers = container.NewRegistry(procfs.Root, container.RuncRoots, host[ns.Pid])
-	s.owners = newOwners(procfs.Root, host, s.containers)
+	s.containers = container.NewRegistry(procfs.Root, container.RuncRoots, s.host[ns.Pid])
+	s.owners = newOwners(procfs.Root, s.host, s.host[ns.Pid])
 
-	s.out = newAsyncWriter(s.stdout, s.interrupted)
-	s.buf = bufio.NewWriterSize(s.out, 64<<10)
+	s.buf = bufio.NewWriterSize(s.sink, 64<<10)
 	if cfg.JSON {
 		s.w = output.NewJSON(s.buf)
 	} else {
-		h := output.NewHuman(s.buf, host, cfg.AllNS)
+		h := output.NewHuman(s.buf, s.host, cfg.AllNS)
 		if s.containers.Any() || len(cfg.Scope.Containers) > 0 {
 			h.ShowContainers()
 		}
@@ -144,61 +169,110 @@ func (s *Session) Close() {
 	s.closers = nil
 }
 
-// Run traces until ctx ends, the output closes, or COMMAND's tree is gone,
-// and returns the exit status: COMMAND's, or 0.
-func (s *Session) Run(ctx context.Context) (int, error) {
-	// A signal interrupts the read, and any wait for a slow output.
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-ctx.Done():
-			close(s.interrupted)
-			_ = s.probe.Interrupt()
-		case <-stopped:
-		}
-	}()
+// Run traces until a signal, the end of the output's reader, or the end of
+// COMMAND's tree, and returns the exit status: COMMAND's, 128+N if a
+// second signal N stopped nstrace before COMMAND was done, or 0.
+//
+// Without COMMAND, SIGINT or SIGTERM ends the session once what the
+// kernel has queued is written. With COMMAND, the first one goes to
+// COMMAND, as a terminal's would, and the session goes on until its tree
+// is gone; a second one ends it as without COMMAND. SIGHUP reopens -o
+// FILE.
+func (s *Session) Run(signals <-chan os.Signal) (int, error) {
 	if err := s.startCommand(); err != nil {
 		return 0, err
 	}
 	s.signalReady()
-	s.nextLostCheck = time.Now().Add(lostCheckEvery)
+	go s.control(signals)
+	if s.sink.watch >= 0 {
+		go func() {
+			if s.sink.waitGone() {
+				s.stopWith(stopOutputGone)
+			}
+		}()
+	}
 
 	var e event.Event
 	for {
-		select {
-		case code := <-s.done:
-			// Everything the tree did is queued by now: drain, then end.
-			s.exitCode, s.done = code, nil
-		default:
-		}
-		s.probe.SetDeadline(time.Now().Add(probe.PollInterval))
 		err := s.probe.Read(&e)
 		switch {
 		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if s.exitCode >= 0 && s.probe.Pending() == 0 {
-				return s.finish(s.exitCode)
-			}
-			if err := s.flush(); err != nil {
+			if err := s.handle(&e); err != nil {
 				return s.writeFailed(err)
 			}
-			if outputGone(s.stdout) {
-				return 0, nil
-			}
-			continue
-		case errors.Is(err, probe.ErrClosed):
-			// Interrupted by a signal: the last losses, the summary, done.
-			return s.finish(max(s.exitCode, 0))
+		case errors.Is(err, probe.ErrFlushed), errors.Is(err, probe.ErrClosed):
+			return s.end()
 		case errors.Is(err, probe.ErrShortRecord), errors.Is(err, probe.ErrUnknownKind):
 			s.badRecords++
-			continue
 		default:
 			return 0, fmt.Errorf("reading events: %w", err)
 		}
-		if err := s.handle(&e); err != nil {
-			return s.writeFailed(err)
+	}
+}
+
+// control turns signals, COMMAND's end and a reader that left into the
+// session's end: it flushes the probe, whose Read then returns what is
+// queued and ErrFlushed.
+func (s *Session) control(signals <-chan os.Signal) {
+	var done <-chan int
+	if s.cmd != nil {
+		done = s.cmd.Done()
+	}
+	signalled := 0
+	for {
+		select {
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				s.reopen.Store(true)
+				continue
+			}
+			signalled++
+			switch {
+			case s.cmd != nil && signalled == 1:
+				s.forward(sig)
+			case s.cmd != nil:
+				if n, ok := sig.(syscall.Signal); ok {
+					s.exitCode.Store(128 + int32(n))
+				}
+				s.stopWith(stopAbort)
+				return
+			default:
+				s.stopWith(stopSignal)
+				return
+			}
+		case code := <-done:
+			s.exitCode.Store(int32(code))
+			s.stopWith(stopCommandDone)
+			return
 		}
+	}
+}
+
+// stopWith ends the session for reason: what is queued is still read,
+// and a write that blocks is cut short after a grace period.
+func (s *Session) stopWith(reason int32) {
+	if !s.stop.CompareAndSwap(running, reason) {
+		return
+	}
+	if reason == stopOutputGone {
+		_ = s.probe.Interrupt()
+		return
+	}
+	s.sink.cutShort(stopGrace)
+	_ = s.probe.Flush()
+}
+
+// forward gives COMMAND the signal nstrace received, unless nstrace is
+// the terminal's foreground process group, whose every member (COMMAND
+// included) the terminal signalled itself.
+func (s *Session) forward(sig os.Signal) {
+	for _, fd := range []int{0, 1, 2} {
+		if pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil && pgrp == unix.Getpgrp() {
+			return
+		}
+	}
+	if n, ok := sig.(syscall.Signal); ok {
+		_ = unix.Kill(s.cmd.PID, n)
 	}
 }
 
@@ -219,7 +293,6 @@ func (s *Session) startCommand() error {
 	if err := cmd.Release(); err != nil {
 		return fmt.Errorf("starting %s: %w", s.cfg.Command[0], err)
 	}
-	s.done = cmd.Done()
 	return nil
 }
 
@@ -233,22 +306,45 @@ func (s *Session) signalReady() {
 	f.Close()
 }
 
-// handle filters, decorates and writes one event.
+// handle accounts for losses before e, then filters, decorates and writes
+// it; at the end of a batch it writes out what is buffered.
 func (s *Session) handle(e *event.Event) error {
-	// Filter first: the filters need no decoration, and decoration may
-	// read /proc.
-	if !s.filter.Pass(e) {
-		return nil
+	if s.probe.LostRecordSeen() {
+		if err := s.writeLosses(e.Time); err != nil {
+			return err
+		}
 	}
-	s.decorate(e)
-	s.seen++
-	if err := s.w.Write(e); err != nil {
-		return err
+	if s.reopen.Swap(false) {
+		if err := s.buf.Flush(); err != nil {
+			return err
+		}
+		if err := s.sink.reopen(); err != nil {
+			return err
+		}
 	}
-	if s.probe.Pending() == 0 || time.Now().After(s.nextLostCheck) {
-		return s.flush()
+	// Filter first: the filters need no decoration.
+	if e.Kind == event.Lost || s.filter.Pass(e) {
+		s.decorate(e)
+		s.seen++
+		if err := s.w.Write(e); err != nil {
+			return err
+		}
+	}
+	if s.probe.Pending() == 0 {
+		return s.endBatch()
 	}
 	return nil
+}
+
+// endBatch runs when the ring buffer is empty: losses since the last
+// record, then the buffered output.
+func (s *Session) endBatch() error {
+	if s.probe.LostSince() {
+		if err := s.writeLosses(time.Now()); err != nil {
+			return err
+		}
+	}
+	return interrupted(s.buf.Flush())
 }
 
 // decorate adds what user space knows: cgroup path, container, and whose
@@ -256,58 +352,80 @@ func (s *Session) handle(e *event.Event) error {
 func (s *Session) decorate(e *event.Event) {
 	e.Cgroup = s.cgroups.Path(e.CgroupID)
 	e.Container = s.containers.Lookup(e.Cgroup, e.NS[ns.Pid])
-	if e.Kind == event.Setns && e.TargetNS != 0 {
-		if t, ok := ns.OfCloneFlag(e.TargetType); ok {
+	switch e.Kind {
+	case event.Setns:
+		if t, ok := ns.OfCloneFlag(e.TargetType); ok && e.TargetNS != 0 {
 			e.TargetOwner = s.owners.of(t, e.TargetNS)
+		}
+	case event.Clone, event.Unshare:
+		if e.NewNS() != 0 {
+			s.owners.changed()
 		}
 	}
 }
 
-// checkLost writes a LOST line for what the kernel could not queue since
-// the last check.
-func (s *Session) checkLost() error {
-	n, err := s.probe.Lost()
-	if err != nil || n == 0 {
+// writeLosses writes a lost event for each reason whose count grew since
+// the last one written. A child that could not join the traced set has
+// its own record, so that reason is counted but not repeated here.
+func (s *Session) writeLosses(at time.Time) error {
+	now, err := s.probe.Losses()
+	if err != nil {
 		return err
 	}
-	s.lost += n
-	return s.w.Write(&event.Event{Kind: event.Lost, Time: time.Now(), Count: n})
-}
-
-func (s *Session) flush() error {
-	if err := s.checkLost(); err != nil {
-		return err
+	for r := event.LostReason(0); r < event.LostReasons; r++ {
+		n := now[r] - s.reported[r]
+		if n == 0 || r == event.LostTracked {
+			continue
+		}
+		if err := s.w.Write(&event.Event{Kind: event.Lost, Time: at, Count: n, Reason: r}); err != nil {
+			return err
+		}
 	}
-	s.nextLostCheck = time.Now().Add(lostCheckEvery)
-	return s.buf.Flush()
+	s.reported = now
+	return nil
 }
 
-// finish writes out what is left and the summary.
-func (s *Session) finish(code int) (int, error) {
-	err := s.flush()
+// end writes out what is left and the summary, as the stop asks.
+func (s *Session) end() (int, error) {
+	reason := s.stop.Load()
+	if reason == stopOutputGone {
+		return 0, nil
+	}
+	err := s.writeLosses(time.Now())
 	if err == nil {
-		err = s.out.Close()
+		err = interrupted(s.buf.Flush())
 	}
 	if err != nil && !errors.Is(err, errInterrupted) {
 		return 0, quiet(err)
 	}
 	s.report()
-	return code, nil
+	return int(s.exitCode.Load()), nil
 }
 
 func (s *Session) report() {
-	fmt.Fprintf(s.stderr, "nstrace: %d events, %d lost", s.seen, s.lost)
+	losses, _ := s.probe.Losses()
+	fmt.Fprintf(s.stderr, "nstrace: %d events, %d lost", s.seen, losses.Total())
+	var why []string
+	for r := event.LostReason(0); r < event.LostReasons; r++ {
+		if losses[r] > 0 {
+			why = append(why, fmt.Sprintf("%s: %d", output.LostText(r), losses[r]))
+		}
+	}
+	if len(why) > 0 {
+		fmt.Fprintf(s.stderr, " (%s)", strings.Join(why, "; "))
+	}
 	if s.badRecords > 0 {
 		fmt.Fprintf(s.stderr, ", %d undecodable records", s.badRecords)
 	}
 	fmt.Fprintln(s.stderr)
 }
 
-// writeFailed ends the run for a write error: a signal that cut a blocked
-// write short ends it as a signal does.
+// writeFailed ends the run for a write error: a stop that cut a blocked
+// write short ends it as the stop would have.
 func (s *Session) writeFailed(err error) (int, error) {
-	if errors.Is(err, errInterrupted) {
-		return s.finish(0)
+	if errors.Is(interrupted(err), errInterrupted) && s.stop.Load() != running {
+		s.report()
+		return int(s.exitCode.Load()), nil
 	}
 	return 0, quiet(err)
 }

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Reading a task's identity into an event. nstrace.bpf.c includes this
+ * twice: with NST_R a direct load, for the BTF-typed task pointers that
+ * tp_btf programs receive (the verifier guards each load, no helper call),
+ * and with NST_R a probe read, for the current task of the syscall hooks.
+ * NST_FN names each copy.
+ */
+
+/*
+ * The pid of t's thread group in its own (innermost) pid namespace, and
+ * that namespace's inode. numbers[] is indexed by the pid's level, which
+ * only a probe read can follow.
+ */
+static __always_inline __u32 NST_FN(own_pid)(struct task_struct *t, __u32 *ns_inum)
+{
+	struct pid *p = NST_R(t, group_leader, thread_pid);
+	unsigned int level = NST_R(p, level);
+	struct upid up = {};
+
+	bpf_core_read(&up, sizeof(up), &p->numbers[level]);
+	*ns_inum = BPF_CORE_READ(up.ns, ns.inum);
+	return up.nr;
+}
+
+/* The namespace inodes of t, in enum nst_ns order. */
+static __always_inline __u32 NST_FN(read_ns)(struct task_struct *t, __u32 *ns)
+{
+	struct nsproxy *np = NST_R(t, nsproxy);
+
+	/* nsproxy is NULL only once an exiting task has left its namespaces. */
+	if (np) {
+		ns[NST_NS_CGROUP] = NST_R(np, cgroup_ns, ns.inum);
+		ns[NST_NS_IPC] = NST_R(np, ipc_ns, ns.inum);
+		ns[NST_NS_MNT] = NST_R(np, mnt_ns, ns.inum);
+		ns[NST_NS_NET] = NST_R(np, net_ns, ns.inum);
+		ns[NST_NS_PID_FOR_CHILDREN] = NST_R(np, pid_ns_for_children, ns.inum);
+		ns[NST_NS_UTS] = NST_R(np, uts_ns, ns.inum);
+		/* Time namespaces arrived in Linux 5.6. */
+		if (bpf_core_field_exists(np->time_ns)) {
+			ns[NST_NS_TIME] = NST_R(np, time_ns, ns.inum);
+			ns[NST_NS_TIME_FOR_CHILDREN] = NST_R(np, time_ns_for_children, ns.inum);
+		}
+	}
+	/* /proc/PID/ns/user follows the objective credentials. */
+	ns[NST_NS_USER] = NST_R(t, real_cred, user_ns, ns.inum);
+	return NST_FN(own_pid)(t, &ns[NST_NS_PID]);
+}
+
+/* The kernfs names of the task's cgroup v2 and of its parent. */
+static __always_inline void NST_FN(read_cgroup)(struct event *e, struct task_struct *t)
+{
+	struct kernfs_node *kn = NST_R(t, cgroups, dfl_cgrp, kn);
+	struct kernfs_node___parent *old = (void *)kn;
+	struct kernfs_node *parent;
+
+	e->cgroup_id = NST_R(kn, id);
+	if (bpf_core_field_exists(kn->__parent))
+		parent = NST_R(kn, __parent);
+	else
+		parent = NST_R(old, parent);
+	bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), NST_R(kn, name));
+	/* The root has no parent. */
+	if (parent)
+		bpf_probe_read_kernel_str(e->cgroup_parent, sizeof(e->cgroup_parent), NST_R(parent, name));
+}
+
+/*
+ * Fill the identity of t, the task an event is about, but for its
+ * namespaces (read_ns, which callers read first to filter on them).
+ */
+static __always_inline void NST_FN(fill_ident)(struct event *e, struct task_struct *t)
+{
+	struct task_struct *leader = NST_R(t, group_leader);
+
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->lost_seq = nst_lost_seq;
+	e->pid = NST_R(t, tgid);
+	e->tid = NST_R(t, pid);
+	e->ppid = NST_R(t, real_parent, tgid);
+	e->uid = NST_R(t, real_cred, uid.val);
+	e->gid = NST_R(t, real_cred, gid.val);
+	NST_COMM(e->comm, leader);
+	NST_FN(read_cgroup)(e, t);
+}
+
+/* Fill the identity of t, namespaces included. */
+static __always_inline void NST_FN(fill_task)(struct event *e, struct task_struct *t)
+{
+	e->nspid = NST_FN(read_ns)(t, e->ns);
+	NST_FN(fill_ident)(e, t);
+}
