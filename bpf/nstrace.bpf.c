@@ -115,6 +115,18 @@ struct {
 	__type(value, __u64);
 } clone_flags SEC(".maps");
 
+/*
+ * Threads whose clone could not be noted in clone_flags: the clone's
+ * return counts the loss, unless the call is being restarted (and will
+ * try again). Least recently used entries make room.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} clone_unnoted SEC(".maps");
+
 /* setns/unshare calls in flight: the event as seen on entry, by thread. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -195,6 +207,16 @@ static __always_inline struct event *scratch_event(void)
 	if (e)
 		__builtin_memset(e, 0, sizeof(*e));
 	return e;
+}
+
+/*
+ * The kernel's internal "restart the system call" codes (ERESTARTSYS to
+ * ERESTART_RESTARTBLOCK): a call returning one is entered again, and
+ * user space never sees it return.
+ */
+static __always_inline bool restarting(long ret)
+{
+	return ret <= -512 && ret >= -516;
 }
 
 static __always_inline bool pid_traced(__u32 tgid)
@@ -523,10 +545,12 @@ static __always_inline void pending_finish(long ret)
 
 	if (!e)
 		return;
-	fill_task_any(e, current_task());
-	e->ret = ret;
-	if (ns_wanted(e))
-		emit(e, sizeof(*e));
+	if (!restarting(ret)) {
+		fill_task_any(e, current_task());
+		e->ret = ret;
+		if (ns_wanted(e))
+			emit(e, sizeof(*e));
+	}
 	bpf_map_delete_elem(&pending, &tid);
 }
 
@@ -626,8 +650,11 @@ static __always_inline void clone_enter(__u64 flags)
 
 	if (!nst_want_clone || !(flags & NST_CLONE_NEW_MASK) || (flags & CLONE_THREAD) || !pid_traced(id >> 32))
 		return;
-	if (bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY))
-		count_lost(NST_LOST_CLONE_FLAGS);
+	if (bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY)) {
+		__u8 one = 1;
+
+		bpf_map_update_elem(&clone_unnoted, &tid, &one, BPF_ANY);
+	}
 }
 
 static __always_inline void clone_exit(long ret)
@@ -636,10 +663,17 @@ static __always_inline void clone_exit(long ret)
 	__u64 *flags = bpf_map_lookup_elem(&clone_flags, &tid);
 	struct event *e;
 
-	if (!flags)
+	if (!flags) {
+		/* Its birth was reported as a fork, or its failure not at all. */
+		if (bpf_map_lookup_elem(&clone_unnoted, &tid)) {
+			bpf_map_delete_elem(&clone_unnoted, &tid);
+			if (!restarting(ret))
+				count_lost(NST_LOST_CLONE_FLAGS);
+		}
 		return;
+	}
 	/* A failed clone has no fork to report it: do it here. */
-	if (ret < 0 && (e = scratch_event())) {
+	if (ret < 0 && !restarting(ret) && (e = scratch_event())) {
 		fill_task_any(e, current_task());
 		e->kind = NST_EV_CLONE;
 		e->flags_raw = *flags;

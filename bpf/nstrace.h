@@ -35,7 +35,7 @@ enum nst_kind {
 enum nst_lost_reason {
 	NST_LOST_RINGBUF = 0,     /* the ring buffer was full */
 	NST_LOST_PENDING = 1,     /* too many unshare/setns calls in flight */
-	NST_LOST_CLONE_FLAGS = 2, /* too many clones in flight: shown as fork */
+	NST_LOST_CLONE_FLAGS = 2, /* too many clones in flight: birth shown as fork */
 	NST_LOST_TRACKED = 3,     /* the traced set was full */
 	NST_LOST_REASONS = 4,
 };

@@ -317,7 +317,7 @@ func startRaw(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, io.Rea
 		t.Fatal(err)
 	}
 	defer ready.Close()
-	cmd := nstraceCmd(append(args, "--ready-fd=3")...)
+	cmd := nstraceCmd(append([]string{"--ready-fd=3"}, args...)...)
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()

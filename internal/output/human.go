@@ -140,7 +140,7 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		}
 	case event.Fork, event.Clone:
 		if e.Kind == event.Clone {
-			b = appendFlagNames(b, e.FlagsRaw)
+			b = appendFlagNames(b, e.FlagsRaw, true)
 			b = append(b, ' ')
 			if e.Ret < 0 {
 				b = appendRet(b, e.Ret)
@@ -175,7 +175,7 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		b = append(b, " after "...)
 		b = append(b, roundDuration(e.Duration).String()...)
 	case event.Unshare:
-		b = appendFlagNames(b, e.FlagsRaw)
+		b = appendFlagNames(b, e.FlagsRaw, false)
 		if e.Compat {
 			b = append(b, " (32-bit)"...)
 		}
@@ -269,12 +269,30 @@ func appendLost(b []byte, e *event.Event) []byte {
 	return append(b, LostText(e.Reason)...)
 }
 
-func appendFlagNames(b []byte, raw uint64) []byte {
+func appendFlagNames(b []byte, raw uint64, clone bool) []byte {
 	b = append(b, "flags="...)
 	if raw == 0 {
 		return append(b, '0')
 	}
-	return ns.AppendCloneFlags(b, raw, "|", plain)
+	return appendCloneFlags(b, raw, clone, "|", plain)
+}
+
+// cloneSignal is clone(2)'s CSIGNAL: the low byte names the signal the
+// parent gets when the child ends.
+const cloneSignal = 0xff
+
+// appendCloneFlags names raw's bits; for clone, its low byte is the exit
+// signal ("SIGCHLD").
+func appendCloneFlags(b []byte, raw uint64, clone bool, sep string, name func([]byte, string) []byte) []byte {
+	sig := raw & cloneSignal
+	if !clone || sig == 0 {
+		return ns.AppendCloneFlags(b, raw, sep, name)
+	}
+	if rest := raw &^ cloneSignal; rest != 0 {
+		b = ns.AppendCloneFlags(b, rest, sep, name)
+		b = append(b, sep...)
+	}
+	return name(b, signalName(int(sig)))
 }
 
 func plain(b []byte, s string) []byte { return append(b, s...) }

@@ -196,7 +196,7 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 		b = appendNS(b, "child_ns", &e.ChildNS)
 		b = appendTypes(b, "new_ns", e.NewNS())
 		if e.Kind == event.Clone {
-			b = appendFlags(b, e.FlagsRaw)
+			b = appendFlags(b, e.FlagsRaw, true)
 			b = keyInt(b, "ret", e.Ret)
 		}
 	case event.Exit:
@@ -205,7 +205,7 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 		b = keyBool(b, "core_dumped", e.CoreDumped)
 		b = keyInt(b, "duration_ns", int64(e.Duration))
 	case event.Unshare:
-		b = appendFlags(b, e.FlagsRaw)
+		b = appendFlags(b, e.FlagsRaw, false)
 		b = appendResult(b, e)
 		if e.Compat {
 			b = keyBool(b, "compat", true)
@@ -236,10 +236,10 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	return append(b, '}')
 }
 
-func appendFlags(b []byte, raw uint64) []byte {
+func appendFlags(b []byte, raw uint64, clone bool) []byte {
 	b = key(b, "flags")
 	b = append(b, '[')
-	b = ns.AppendCloneFlags(b, raw, ",", quoted)
+	b = appendCloneFlags(b, raw, clone, ",", quoted)
 	b = append(b, ']')
 	return keyUint(b, "flags_raw", raw)
 }

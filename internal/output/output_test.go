@@ -46,7 +46,7 @@ func samples() []*event.Event {
 	exitOK := base
 	exitOK.Kind, exitOK.ExitCode, exitOK.Duration = event.Exit, 3, 2*time.Millisecond
 	clone := base
-	clone.Kind, clone.FlagsRaw, clone.ChildPID, clone.ChildNSPID, clone.ChildNS = event.Clone, 0x60000000|0x100|0x4000, 4244, 1, inContainer()
+	clone.Kind, clone.FlagsRaw, clone.ChildPID, clone.ChildNSPID, clone.ChildNS = event.Clone, 0x60000000|0x100|0x4000|0x11, 4244, 1, inContainer()
 	unshare := base
 	unshare.Kind, unshare.FlagsRaw, unshare.PrevNS, unshare.NS = event.Unshare, 0x40000000, host, inContainer()
 	unshare.NS[ns.Pid], unshare.NS[ns.PidForChildren] = host[ns.Pid], host[ns.Pid]

@@ -8,10 +8,15 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/internal/testutil/compat"
 )
 
 // helperEnv makes the test binary act as a small workload instead of
@@ -76,6 +81,98 @@ func helper(mode string, args []string) int {
 			return 3
 		}
 		return 0
+	case "exit-race":
+		// Threads that race to leave: exit_group from one while the
+		// others spin, so several threads run do_exit together.
+		code, _ := strconv.Atoi(args[0])
+		spinThreads(7)
+		os.Exit(code)
+	case "leader-first":
+		// The leader thread leaves alone (exit(2), not exit_group),
+		// then another thread ends the group: wait(2) reports the
+		// group's code.
+		code, _ := strconv.Atoi(args[0])
+		spinThreads(3)
+		go func() {
+			runtime.LockOSThread()
+			time.Sleep(2 * time.Millisecond)
+			syscall.RawSyscall(syscall.SYS_EXIT_GROUP, uintptr(code), 0, 0)
+		}()
+		// Through Syscall, not RawSyscall: the Go runtime hands this
+		// thread's P on when the thread never comes back.
+		syscall.Syscall(syscall.SYS_EXIT, 1, 0, 0)
+	case "unshare-threads", "clone-threads":
+		// THREADS threads each make CALLS namespace calls at once,
+		// after a line on stdin: unshare(0), or a clone into a new uts
+		// namespace whose child leaves at once.
+		threads, _ := strconv.Atoi(args[0])
+		calls, _ := strconv.Atoi(args[1])
+		_, _ = os.Stdin.Read(make([]byte, 1))
+		var wg sync.WaitGroup
+		failed := make(chan error, threads)
+		for i := 0; i < threads; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				for j := 0; j < calls; j++ {
+					if err := namespaceCall(mode); err != nil {
+						failed <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(failed)
+		if err := <-failed; err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case "children":
+		// After a line on stdin, N children that live until stdin
+		// closes, then leave.
+		n, _ := strconv.Atoi(args[0])
+		_, _ = os.Stdin.Read(make([]byte, 3))
+		var kids []*exec.Cmd
+		for i := 0; i < n; i++ {
+			c := exec.Command("sleep", "60")
+			if err := c.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			kids = append(kids, c)
+		}
+		fmt.Print("ready")
+		for _, c := range kids {
+			fmt.Print(" ", c.Process.Pid)
+		}
+		fmt.Println()
+		_, _ = os.Stdin.Read(make([]byte, 1))
+		for _, c := range kids {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+		return 0
+	case "compat":
+		// 32-bit system calls from this 64-bit process, given as
+		// ia32-number:first-argument; then one 64-bit unshare(0), to
+		// show the thread is 64-bit again.
+		for _, a := range args {
+			n, arg, _ := strings.Cut(a, ":")
+			nr, _ := strconv.Atoi(n)
+			a1, _ := strconv.ParseInt(arg, 0, 64)
+			r, ok := compat.Syscall(uintptr(nr), uintptr(a1), 0)
+			if !ok {
+				return 2
+			}
+			fmt.Println(nr, r)
+		}
+		if _, _, e := syscall.RawSyscall(syscall.SYS_UNSHARE, 0, 0, 0); e != 0 {
+			return 3
+		}
+		return 0
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
@@ -86,4 +183,42 @@ func helperCmd(mode string, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	return cmd
+}
+
+// spinThreads starts n threads that spin until the process ends.
+func spinThreads(n int) {
+	ready := make(chan struct{})
+	for i := 0; i < n; i++ {
+		go func() {
+			runtime.LockOSThread()
+			ready <- struct{}{}
+			for {
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-ready
+	}
+}
+
+// namespaceCall makes one call of a namespace-call helper mode.
+func namespaceCall(mode string) error {
+	if mode == "unshare-threads" {
+		if _, _, e := syscall.RawSyscall(syscall.SYS_UNSHARE, 0, 0, 0); e != 0 {
+			return fmt.Errorf("unshare: %w", e)
+		}
+		return nil
+	}
+	// A raw clone: the child is this one thread and leaves at once,
+	// before touching anything of the Go runtime.
+	pid, _, e := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(unix.CLONE_NEWUTS|int(syscall.SIGCHLD)), 0, 0, 0, 0, 0)
+	if e != 0 {
+		return fmt.Errorf("clone: %w", e)
+	}
+	if pid == 0 {
+		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+	}
+	var ws syscall.WaitStatus
+	_, err := syscall.Wait4(int(pid), &ws, 0, nil)
+	return err
 }

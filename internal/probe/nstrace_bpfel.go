@@ -177,14 +177,15 @@ type nstraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceMapSpecs struct {
-	CloneFlags *ebpf.MapSpec `ebpf:"clone_flags"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	ExecHeap   *ebpf.MapSpec `ebpf:"exec_heap"`
-	ExitClaims *ebpf.MapSpec `ebpf:"exit_claims"`
-	NsFilter   *ebpf.MapSpec `ebpf:"ns_filter"`
-	Pending    *ebpf.MapSpec `ebpf:"pending"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	Traced     *ebpf.MapSpec `ebpf:"traced"`
+	CloneFlags   *ebpf.MapSpec `ebpf:"clone_flags"`
+	CloneUnnoted *ebpf.MapSpec `ebpf:"clone_unnoted"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	ExecHeap     *ebpf.MapSpec `ebpf:"exec_heap"`
+	ExitClaims   *ebpf.MapSpec `ebpf:"exit_claims"`
+	NsFilter     *ebpf.MapSpec `ebpf:"ns_filter"`
+	Pending      *ebpf.MapSpec `ebpf:"pending"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Traced       *ebpf.MapSpec `ebpf:"traced"`
 }
 
 // nstraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -238,19 +239,21 @@ func (o *nstraceObjects) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceMaps struct {
-	CloneFlags *ebpf.Map `ebpf:"clone_flags"`
-	Events     *ebpf.Map `ebpf:"events"`
-	ExecHeap   *ebpf.Map `ebpf:"exec_heap"`
-	ExitClaims *ebpf.Map `ebpf:"exit_claims"`
-	NsFilter   *ebpf.Map `ebpf:"ns_filter"`
-	Pending    *ebpf.Map `ebpf:"pending"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	Traced     *ebpf.Map `ebpf:"traced"`
+	CloneFlags   *ebpf.Map `ebpf:"clone_flags"`
+	CloneUnnoted *ebpf.Map `ebpf:"clone_unnoted"`
+	Events       *ebpf.Map `ebpf:"events"`
+	ExecHeap     *ebpf.Map `ebpf:"exec_heap"`
+	ExitClaims   *ebpf.Map `ebpf:"exit_claims"`
+	NsFilter     *ebpf.Map `ebpf:"ns_filter"`
+	Pending      *ebpf.Map `ebpf:"pending"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Traced       *ebpf.Map `ebpf:"traced"`
 }
 
 func (m *nstraceMaps) Close() error {
 	return _NstraceClose(
 		m.CloneFlags,
+		m.CloneUnnoted,
 		m.Events,
 		m.ExecHeap,
 		m.ExitClaims,

@@ -64,6 +64,9 @@ type Options struct {
 	Hooks      Hooks
 	// Limits override the kernel-side tables' sizes; 0 keeps the default.
 	Limits Limits
+	// ClaimExits recognises a process's last thread as kernels before
+	// 6.16 need it, even where the tracepoint says (for tests).
+	ClaimExits bool
 }
 
 // Limits are the sizes of the kernel side's tables, each a way to lose
@@ -237,7 +240,7 @@ func Open(opts Options) (_ *Probe, err error) {
 			p.Close()
 		}
 	}()
-	exitGroupDead := exitTracepointHasGroupDead()
+	exitGroupDead := exitTracepointHasGroupDead() && !opts.ClaimExits
 	p.hooks, p.hooksNote = HooksTracepoint, "no clone, unshare or setns event selected"
 	if needsSyscalls(opts.Kinds) {
 		p.hooks, p.hooksNote = chooseHooks(opts.Hooks)
@@ -328,14 +331,15 @@ func chooseHooks(want Hooks) (Hooks, string) {
 	case HooksTracepoint:
 		return HooksTracepoint, "asked for (--syscall-hooks tracepoint)"
 	}
-	if err := fentryAllowed(); err != nil {
+	if err := FentryAllowed(); err != nil {
 		return HooksTracepoint, fmt.Sprintf("this kernel refuses BPF trampolines (%v)", err)
 	}
 	return HooksFentry, "this kernel allows BPF trampolines"
 }
 
-// fentryAllowed loads a program that does nothing at a function entry.
-func fentryAllowed() error {
+// FentryAllowed reports whether this kernel lets BPF trampolines attach,
+// by loading a program that does nothing at a function entry.
+func FentryAllowed() error {
 	spec, err := loadNstrace()
 	if err != nil {
 		return err

@@ -176,3 +176,15 @@ func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// HookPaths lists the ways this kernel lets nstrace catch namespace
+// system calls: the raw syscall tracepoints always, fentry where BPF
+// trampolines load. Tests of those calls run once for each.
+func HookPaths(t testing.TB) []probe.Hooks {
+	t.Helper()
+	paths := []probe.Hooks{probe.HooksTracepoint}
+	if probe.FentryAllowed() == nil {
+		paths = append(paths, probe.HooksFentry)
+	}
+	return paths
+}
