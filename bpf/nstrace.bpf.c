@@ -45,6 +45,14 @@ const volatile __u32 nst_filter_ns = 0;
 __u64 nst_lost[NST_LOST_REASONS];
 __u64 nst_lost_seq;
 
+/*
+ * Set by the reader when it has read everything and is about to sleep;
+ * the first record after that wakes it, and clears it. Records find it
+ * clear while the reader is busy or resting between batches, and wake
+ * nobody: a wake-up costs an interrupt, too much to pay per event.
+ */
+__u32 nst_reader_waiting;
+
 /* The host's namespaces, filled by nst_host_ns. */
 struct host_ns nst_host;
 
@@ -57,6 +65,8 @@ const enum nst_kind *unused_kind __attribute__((unused));
 const enum nst_ns *unused_ns __attribute__((unused));
 const enum nst_flag *unused_flag __attribute__((unused));
 const enum nst_lost_reason *unused_lost __attribute__((unused));
+const struct cgroup_event *unused_cgroup_event __attribute__((unused));
+const struct wake_event *unused_wake_event __attribute__((unused));
 
 struct exec_buf {
 	struct event ev;
@@ -98,6 +108,29 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } ns_filter SEC(".maps");
+
+/*
+ * cgroup v2 ids whose names were sent (struct cgroup_event). Ids are never
+ * reused; user space removes the ones it forgets.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroups_sent SEC(".maps");
+
+/*
+ * The cgroups each CPU saw last, a few per CPU: most events come from a
+ * cgroup seen a moment ago, and a look here costs far less than one in
+ * cgroups_sent. An id here was sent, or is in cgroups_sent.
+ */
+#define NST_CPUS_MAX 256
+#define NST_RECENT 8
+struct recent_cgroups {
+	__u64 id[NST_RECENT];
+};
+struct recent_cgroups nst_recent_cgroups[NST_CPUS_MAX];
 
 /* Room to build an event that does not fit on the stack, one per CPU. */
 struct {
@@ -172,14 +205,35 @@ static __always_inline void count_lost(enum nst_lost_reason r)
 }
 
 /*
- * Queue a record. Flags 0 let the kernel wake the reader only when it has
- * consumed everything before this record: an idle reader hears of each
- * event at once, a busy one reads batches without a wake-up per record.
+ * Wake the reader if it said it sleeps. This runs after the record is
+ * committed, whose atomic exchange orders the commit before the look at
+ * the flag; the reader sets the flag, fences, then looks for records. So
+ * either the reader sees the record, or the record sees the flag. The
+ * wake-up rides on a record of its own, sent only then.
  */
+static __always_inline void wake_reader(void)
+{
+	struct wake_event w = {.kind = NST_EV_WAKE};
+
+	if (!nst_reader_waiting)
+		return;
+	nst_reader_waiting = 0;
+	bpf_ringbuf_output(&events, &w, sizeof(w), BPF_RB_FORCE_WAKEUP);
+}
+
+/* Queue a record built elsewhere. */
 static __always_inline void emit(void *data, __u64 size)
 {
-	if (bpf_ringbuf_output(&events, data, size, 0))
+	if (bpf_ringbuf_output(&events, data, size, BPF_RB_NO_WAKEUP))
 		count_lost(NST_LOST_RINGBUF);
+	wake_reader();
+}
+
+/* Queue a record reserved with reserve_event. */
+static __always_inline void submit(struct event *e)
+{
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	wake_reader();
 }
 
 /*
@@ -207,6 +261,17 @@ static __always_inline struct event *scratch_event(void)
 	if (e)
 		__builtin_memset(e, 0, sizeof(*e));
 	return e;
+}
+
+/* Note a cgroup as sent, in this CPU's recent ones (oldest out). */
+static __always_inline void cgroup_remember(__u64 id)
+{
+	__u32 cpu = bpf_get_smp_processor_id() & (NST_CPUS_MAX - 1);
+	struct recent_cgroups *r = &nst_recent_cgroups[cpu];
+
+	for (int i = NST_RECENT - 1; i > 0; i--)
+		r->id[i] = r->id[i - 1];
+	r->id[0] = id;
 }
 
 /*
@@ -247,6 +312,21 @@ static __always_inline bool ns_wanted(const struct event *e)
 	return ns_pass(e->ns, e->ns_other);
 }
 
+/* Has this cgroup's name been sent? A recent one is; else ask the table. */
+static __always_inline bool cgroup_recent(__u64 id)
+{
+	__u32 cpu = bpf_get_smp_processor_id() & (NST_CPUS_MAX - 1);
+	struct recent_cgroups *r = &nst_recent_cgroups[cpu];
+
+	for (int i = 0; i < NST_RECENT; i++)
+		if (r->id[i] == id)
+			return true;
+	if (!bpf_map_lookup_elem(&cgroups_sent, &id))
+		return false;
+	cgroup_remember(id);
+	return true;
+}
+
 /* Task readers for BTF pointers: plain loads. */
 #define NST_R(...) ___arrow(__VA_ARGS__)
 #define NST_FN(name) name##_btf
@@ -270,14 +350,19 @@ static __always_inline void emit_untracked(struct task_struct *parent, __u32 chi
 {
 	struct event *e;
 
+	__u64 cgid;
+
 	count_lost(NST_LOST_TRACKED);
+	cgid = note_cgroup_btf(parent);
 	e = reserve_event();
 	if (!e)
 		return;
-	fill_task_btf(e, parent);
+	e->nspid = read_ns_btf(parent, e->ns);
+	e->cgroup_id = cgid;
+	fill_ident_btf(e, parent);
 	e->kind = NST_EV_UNTRACKED;
 	e->child_pid = child;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -286,7 +371,7 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ctgid = child->tgid;
 	__u32 ns[NST_NS_COUNT] = {}, cns[NST_NS_COUNT] = {};
 	__u32 tid, ptgid, nspid, cnspid;
-	__u64 flags = 0, *f;
+	__u64 flags = 0, *f, cgid;
 	struct event *e;
 	__u8 one = 1;
 
@@ -318,19 +403,21 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	cnspid = read_ns_btf(child, cns);
 	if (!ns_pass(ns, cns))
 		return 0;
+	cgid = note_cgroup_btf(parent);
 	e = reserve_event();
 	if (!e)
 		return 0;
 	__builtin_memcpy(e->ns, ns, sizeof(ns));
 	__builtin_memcpy(e->ns_other, cns, sizeof(cns));
 	e->nspid = nspid;
+	e->cgroup_id = cgid;
 	fill_ident_btf(e, parent);
 	e->kind = flags ? NST_EV_CLONE : NST_EV_FORK;
 	e->flags_raw = flags;
 	e->child_pid = ctgid;
 	e->child_nspid = cnspid;
 	e->ret = ctgid;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -399,6 +486,7 @@ static __always_inline int exit_report(struct task_struct *p)
 	__u32 ns[NST_NS_COUNT] = {};
 	__u32 tgid = p->tgid, nspid;
 	struct event *e;
+	__u64 cgid;
 
 	if (nst_filter_pids) {
 		if (!bpf_map_lookup_elem(&traced, &tgid))
@@ -411,11 +499,13 @@ static __always_inline int exit_report(struct task_struct *p)
 	nspid = read_ns_btf(p, ns);
 	if (!ns_pass(ns, NULL))
 		return 0;
+	cgid = note_cgroup_btf(p);
 	e = reserve_event();
 	if (!e)
 		return 0;
 	__builtin_memcpy(e->ns, ns, sizeof(ns));
 	e->nspid = nspid;
+	e->cgroup_id = cgid;
 	fill_ident_btf(e, p);
 	e->kind = NST_EV_EXIT;
 	e->duration_ns = e->ts_ns - leader->start_boottime;
@@ -424,7 +514,7 @@ static __always_inline int exit_report(struct task_struct *p)
 		e->exit_status = sig->group_exit_code;
 	else
 		e->exit_status = leader->exit_code;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 

@@ -29,6 +29,10 @@ enum nst_kind {
 	NST_EV_SETNS = 6,
 	/* child_pid could not join the traced set: its subtree is not followed. */
 	NST_EV_UNTRACKED = 7,
+	/* struct cgroup_event: the names of a cgroup, before its first event */
+	NST_EV_CGROUP = 8,
+	/* struct wake_event: wakes a reader that sleeps; carries nothing */
+	NST_EV_WAKE = 9,
 };
 
 /* Why an event could not be delivered: an index into nst_lost. */
@@ -102,9 +106,30 @@ struct event {
 	 */
 	__u32 ns_other[NST_NS_COUNT];
 	char comm[NST_COMM_LEN];
-	/* kernfs names of the cgroup (cgroup_id) and of its parent, NUL-ended */
-	char cgroup_name[NST_CGROUP_NAME_LEN];
-	char cgroup_parent[NST_CGROUP_NAME_LEN];
+};
+
+/*
+ * The kernfs names of a cgroup and of its parent, sent once per cgroup
+ * (until the kernel's table of cgroups sent forgets it) before the first
+ * event that names the cgroup: the names are read while the cgroup exists,
+ * however soon it goes. Laid out like struct event up to kind.
+ */
+struct cgroup_event {
+	__u64 ts_ns;
+	__u64 cgroup_id;
+	__u64 _unused[3];
+	__u64 lost_seq;
+	__u32 kind; /* NST_EV_CGROUP */
+	__u32 _pad;
+	char name[NST_CGROUP_NAME_LEN];
+	char parent[NST_CGROUP_NAME_LEN];
+};
+
+/* Laid out like struct event up to kind. */
+struct wake_event {
+	__u64 _unused[6];
+	__u32 kind; /* NST_EV_WAKE */
+	__u32 _pad;
 };
 
 /* The host's namespaces: those of the kernel's first task. */

@@ -47,27 +47,49 @@ static __always_inline __u32 NST_FN(read_ns)(struct task_struct *t, __u32 *ns)
 	return NST_FN(own_pid)(t, &ns[NST_NS_PID]);
 }
 
-/* The kernfs names of the task's cgroup v2 and of its parent. */
-static __always_inline void NST_FN(read_cgroup)(struct event *e, struct task_struct *t)
+/*
+ * The task's cgroup v2 id; the first time the id is seen, a record with
+ * the cgroup's kernfs name and its parent's goes ahead of the event.
+ */
+static __always_inline __u64 NST_FN(note_cgroup)(struct task_struct *t)
 {
 	struct kernfs_node *kn = NST_R(t, cgroups, dfl_cgrp, kn);
 	struct kernfs_node___parent *old = (void *)kn;
 	struct kernfs_node *parent;
+	struct cgroup_event *c;
+	__u64 id = NST_R(kn, id);
+	__u8 one = 1;
 
-	e->cgroup_id = NST_R(kn, id);
+	if (cgroup_recent(id))
+		return id;
+	c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
+	if (!c) {
+		count_lost(NST_LOST_RINGBUF);
+		return id;
+	}
+	__builtin_memset(c, 0, sizeof(*c));
+	c->kind = NST_EV_CGROUP;
+	c->cgroup_id = id;
+	c->lost_seq = nst_lost_seq;
 	if (bpf_core_field_exists(kn->__parent))
 		parent = NST_R(kn, __parent);
 	else
 		parent = NST_R(old, parent);
-	bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), NST_R(kn, name));
+	bpf_probe_read_kernel_str(c->name, sizeof(c->name), NST_R(kn, name));
 	/* The root has no parent. */
 	if (parent)
-		bpf_probe_read_kernel_str(e->cgroup_parent, sizeof(e->cgroup_parent), NST_R(parent, name));
+		bpf_probe_read_kernel_str(c->parent, sizeof(c->parent), NST_R(parent, name));
+	bpf_ringbuf_submit(c, BPF_RB_NO_WAKEUP);
+	wake_reader();
+	bpf_map_update_elem(&cgroups_sent, &id, &one, BPF_ANY);
+	cgroup_remember(id);
+	return id;
 }
 
 /*
  * Fill the identity of t, the task an event is about, but for its
- * namespaces (read_ns, which callers read first to filter on them).
+ * namespaces (read_ns, which callers read first to filter on them) and
+ * its cgroup (note_cgroup, which must come before the event is reserved).
  */
 static __always_inline void NST_FN(fill_ident)(struct event *e, struct task_struct *t)
 {
@@ -81,12 +103,12 @@ static __always_inline void NST_FN(fill_ident)(struct event *e, struct task_stru
 	e->uid = NST_R(t, real_cred, uid.val);
 	e->gid = NST_R(t, real_cred, gid.val);
 	NST_COMM(e->comm, leader);
-	NST_FN(read_cgroup)(e, t);
 }
 
-/* Fill the identity of t, namespaces included. */
+/* Fill the identity of t, namespaces and cgroup id included. */
 static __always_inline void NST_FN(fill_task)(struct event *e, struct task_struct *t)
 {
 	e->nspid = NST_FN(read_ns)(t, e->ns);
+	e->cgroup_id = NST_FN(note_cgroup)(t);
 	NST_FN(fill_ident)(e, t);
 }

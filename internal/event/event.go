@@ -155,9 +155,10 @@ type Event struct {
 	NS       ns.Set
 	CgroupID uint64
 	// CgroupName and CgroupParent are the kernfs names of the cgroup and
-	// of its parent, as the kernel had them at the event.
-	CgroupName   []byte
-	CgroupParent []byte
+	// of its parent, as the kernel read them when it first saw the cgroup
+	// (cgroup ids are never reused).
+	CgroupName   string
+	CgroupParent string
 	Cgroup       string     // path in the cgroup v2 hierarchy, if known
 	Container    *Container // nil outside containers
 
@@ -229,8 +230,6 @@ func (e *Event) Clone() *Event {
 	c := *e
 	c.Comm = append([]byte(nil), e.Comm...)
 	c.Filename = append([]byte(nil), e.Filename...)
-	c.CgroupName = append([]byte(nil), e.CgroupName...)
-	c.CgroupParent = append([]byte(nil), e.CgroupParent...)
 	if e.Args != nil {
 		c.Args = make([][]byte, len(e.Args))
 		for i, a := range e.Args {

@@ -26,6 +26,22 @@ var kinds = [...]event.Kind{
 	nstraceNstKindNST_EV_UNTRACKED: event.Lost,
 }
 
+// cgroupRecordSize is the size of a cgroup names record.
+const cgroupRecordSize = int(unsafe.Sizeof(nstraceCgroupEvent{}))
+
+// kindOffset is where both record layouts keep their kind.
+const kindOffset = int(unsafe.Offsetof(nstraceEvent{}.Kind))
+
+// errNotEvent says a record was for the reader, not an event: a cgroup's
+// names (kept by the decoder), or a wake-up.
+var errNotEvent = errors.New("not an event")
+
+// cgroupNamesMax bounds the cgroups whose names the decoder keeps; past
+// it, they are forgotten here and in the kernel, which sends them again.
+const cgroupNamesMax = 16384
+
+type cgroupNames struct{ name, parent string }
+
 // Record flags, from enum nst_flag.
 const (
 	flagArgsTruncated     = uint32(nstraceNstFlagNST_F_ARGS_TRUNCATED)
@@ -47,8 +63,11 @@ var (
 // Decoder turns raw ring buffer samples into events. It reuses its own
 // storage: an event it fills is valid until the next call.
 type Decoder struct {
-	clock wallClock
-	args  [][]byte
+	clock   wallClock
+	args    [][]byte
+	cgroups map[uint64]cgroupNames
+	// forget is called with the cgroup ids dropped from cgroups.
+	forget func([]uint64)
 	// lossSeq is the kernel's loss count as of the last record or check;
 	// lossBefore says the last record found it changed.
 	lossSeq    uint64
@@ -64,6 +83,14 @@ func (d *Decoder) seenLoss(seq uint64) bool {
 
 // Decode fills e from raw. e's byte slices point into raw.
 func (d *Decoder) Decode(raw []byte, e *event.Event) error {
+	if len(raw) >= kindOffset+4 {
+		switch *(*uint32)(unsafe.Pointer(&raw[kindOffset])) {
+		case uint32(nstraceNstKindNST_EV_CGROUP):
+			return d.cgroupRecord(raw)
+		case uint32(nstraceNstKindNST_EV_WAKE):
+			return errNotEvent
+		}
+	}
 	if len(raw) < recordSize {
 		return fmt.Errorf("%w: %d bytes, want at least %d", ErrShortRecord, len(raw), recordSize)
 	}
@@ -77,20 +104,21 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 	}
 	d.lossBefore = d.seenLoss(r.LostSeq)
 	*e = event.Event{
-		Kind:         kinds[r.Kind],
-		Time:         d.clock.wall(r.TsNs),
-		PID:          r.Pid,
-		TID:          r.Tid,
-		PPID:         r.Ppid,
-		NSPID:        r.Nspid,
-		UID:          r.Uid,
-		GID:          r.Gid,
-		Comm:         cString(raw[unsafe.Offsetof(r.Comm):][:len(r.Comm)]),
-		CgroupID:     r.CgroupId,
-		CgroupName:   cString(raw[unsafe.Offsetof(r.CgroupName):][:len(r.CgroupName)]),
-		CgroupParent: cString(raw[unsafe.Offsetof(r.CgroupParent):][:len(r.CgroupParent)]),
-		NS:           widen(&r.Ns),
-		Compat:       r.Flags&flagCompat != 0,
+		Kind:     kinds[r.Kind],
+		Time:     d.clock.wall(r.TsNs),
+		PID:      r.Pid,
+		TID:      r.Tid,
+		PPID:     r.Ppid,
+		NSPID:    r.Nspid,
+		UID:      r.Uid,
+		GID:      r.Gid,
+		Comm:     cString(raw[unsafe.Offsetof(r.Comm):][:len(r.Comm)]),
+		CgroupID: r.CgroupId,
+		NS:       widen(&r.Ns),
+		Compat:   r.Flags&flagCompat != 0,
+	}
+	if c, ok := d.cgroups[r.CgroupId]; ok {
+		e.CgroupName, e.CgroupParent = c.name, c.parent
 	}
 	switch e.Kind {
 	case event.Exec:
@@ -130,6 +158,33 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 		e.ChildPID = r.ChildPid
 	}
 	return nil
+}
+
+// cgroupRecord keeps a cgroup's names for the events that follow.
+func (d *Decoder) cgroupRecord(raw []byte) error {
+	if len(raw) < cgroupRecordSize {
+		return fmt.Errorf("%w: cgroup record of %d bytes, want %d", ErrShortRecord, len(raw), cgroupRecordSize)
+	}
+	r := (*nstraceCgroupEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	d.lossBefore = d.seenLoss(r.LostSeq)
+	if d.cgroups == nil {
+		d.cgroups = map[uint64]cgroupNames{}
+	}
+	if len(d.cgroups) >= cgroupNamesMax {
+		ids := make([]uint64, 0, len(d.cgroups))
+		for id := range d.cgroups {
+			ids = append(ids, id)
+		}
+		clear(d.cgroups)
+		if d.forget != nil {
+			d.forget(ids)
+		}
+	}
+	d.cgroups[r.CgroupId] = cgroupNames{
+		name:   string(cString(raw[unsafe.Offsetof(r.Name):][:len(r.Name)])),
+		parent: string(cString(raw[unsafe.Offsetof(r.Parent):][:len(r.Parent)])),
+	}
+	return errNotEvent
 }
 
 // wallClock turns CLOCK_BOOTTIME stamps, which keep counting through

@@ -35,10 +35,12 @@ func putString(dst []int8, s string) {
 }
 
 func TestRecordSizeMatchesC(t *testing.T) {
-	// 6 u64, 18 u32, two arrays of 10 u32, comm[16], two cgroup
-	// names of 128: bpf/nstrace.h.
-	if recordSize != 6*8+18*4+2*10*4+16+2*128 {
-		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out %d", recordSize, 6*8+18*4+2*10*4+16+2*128)
+	// 6 u64, 18 u32, two arrays of 10 u32, comm[16]: bpf/nstrace.h.
+	if recordSize != 6*8+18*4+2*10*4+16 {
+		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out %d", recordSize, 6*8+18*4+2*10*4+16)
+	}
+	if kindOffset != int(unsafe.Offsetof(nstraceCgroupEvent{}.Kind)) {
+		t.Fatal("struct event and struct cgroup_event keep kind at different offsets")
 	}
 }
 
@@ -202,15 +204,26 @@ func TestRecordNamespaceOrder(t *testing.T) {
 }
 
 func TestDecodeCgroupAndLoss(t *testing.T) {
-	r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_FORK), CgroupId: 9, LostSeq: 3}
-	putString(r.CgroupName[:], "docker-abc.scope")
-	putString(r.CgroupParent[:], "system.slice")
 	var d Decoder
 	var e event.Event
+	var forgotten []uint64
+	d.forget = func(ids []uint64) { forgotten = append(forgotten, ids...) }
+	c := nstraceCgroupEvent{Kind: uint32(nstraceNstKindNST_EV_CGROUP), CgroupId: 9}
+	putString(c.Name[:], "docker-abc.scope")
+	putString(c.Parent[:], "system.slice")
+	raw := make([]byte, cgroupRecordSize)
+	*(*nstraceCgroupEvent)(unsafe.Pointer(&raw[0])) = c
+	if err := d.Decode(raw, &e); err != errNotEvent {
+		t.Fatalf("a cgroup record decoded as %v", err)
+	}
+	if err := d.Decode(raw[:cgroupRecordSize-1], &e); !errors.Is(err, ErrShortRecord) {
+		t.Errorf("a short cgroup record: %v", err)
+	}
+	r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_FORK), CgroupId: 9, LostSeq: 3}
 	if err := d.Decode(record(r, nil), &e); err != nil {
 		t.Fatal(err)
 	}
-	if string(e.CgroupName) != "docker-abc.scope" || string(e.CgroupParent) != "system.slice" {
+	if e.CgroupName != "docker-abc.scope" || e.CgroupParent != "system.slice" {
 		t.Errorf("cgroup names %q %q", e.CgroupName, e.CgroupParent)
 	}
 	if !d.lossBefore {
@@ -219,12 +232,21 @@ func TestDecodeCgroupAndLoss(t *testing.T) {
 	if err := d.Decode(record(r, nil), &e); err != nil || d.lossBefore {
 		t.Errorf("the same loss count again: %v %v", err, d.lossBefore)
 	}
-	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_UNTRACKED), Pid: 10, ChildPid: 11, LostSeq: 4}
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_UNTRACKED), Pid: 10, ChildPid: 11, LostSeq: 4, CgroupId: 8}
 	if err := d.Decode(record(r, nil), &e); err != nil {
 		t.Fatal(err)
 	}
-	if e.Kind != event.Lost || e.Reason != event.LostTracked || e.ChildPID != 11 || e.PID != 10 || e.Count != 1 {
+	if e.Kind != event.Lost || e.Reason != event.LostTracked || e.ChildPID != 11 || e.PID != 10 || e.Count != 1 || e.CgroupName != "" {
 		t.Errorf("untracked child: %+v", e)
+	}
+	// Past the bound, the names are forgotten, here and in the kernel.
+	for id := uint64(100); len(forgotten) == 0; id++ {
+		c.CgroupId = id
+		*(*nstraceCgroupEvent)(unsafe.Pointer(&raw[0])) = c
+		_ = d.Decode(raw, &e)
+	}
+	if len(forgotten) != cgroupNamesMax || len(d.cgroups) != 1 {
+		t.Errorf("forgot %d, kept %d", len(forgotten), len(d.cgroups))
 	}
 }
 

@@ -113,28 +113,42 @@ func startHelper(t *testing.T, mode string, args ...string) (uint32, func()) {
 	}
 }
 
+// fullTables are the ways the tests fill a kernel table: made tiny and
+// overrun by threads calling at once (how often depends on timing), and
+// full from the start (every call finds it full).
+var fullTables = []struct {
+	name   string
+	limits func(size int) probe.Limits
+	all    bool // every call is lost
+}{
+	{"overrun", func(n int) probe.Limits { return probe.Limits{Pending: n, CloneFlags: n} }, false},
+	{"full", func(n int) probe.Limits { return probe.Limits{Pending: n, CloneFlags: n, Full: true} }, true},
+}
+
 func TestPrivilegedPendingFullIsCounted(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	const threads, calls = 8, 400
 	for _, hooks := range testutil.HookPaths(t) {
-		t.Run(string(hooks), func(t *testing.T) {
-			pid, run := startHelper(t, "unshare-threads", strconv.Itoa(threads), strconv.Itoa(calls))
-			c := testutil.CollectWith(t, probe.Options{
-				Kinds: event.Kinds(event.Unshare), Hooks: hooks, Limits: probe.Limits{Pending: 1},
-				Filter: probe.Filter{Tracked: true, PIDs: []uint32{pid}},
+		for _, ft := range fullTables {
+			t.Run(string(hooks)+"/"+ft.name, func(t *testing.T) {
+				pid, run := startHelper(t, "unshare-threads", strconv.Itoa(threads), strconv.Itoa(calls))
+				c := testutil.CollectWith(t, probe.Options{
+					Kinds: event.Kinds(event.Unshare), Hooks: hooks, Limits: ft.limits(1),
+					Filter: probe.Filter{Tracked: true, PIDs: []uint32{pid}},
+				})
+				run()
+				c.Settle()
+				reported := len(c.Wait(t, 0, 0, kindPID(event.Unshare, pid)))
+				losses, _ := c.Probe().Losses()
+				t.Logf("%d calls: %d reported, %d lost (pending full)", threads*calls, reported, losses[event.LostPending])
+				if uint64(reported)+losses.Total() != threads*calls || losses.Total() != losses[event.LostPending] {
+					t.Errorf("reported %d + lost %v != %d calls", reported, losses, threads*calls)
+				}
+				if ft.all && reported != 0 {
+					t.Errorf("%d calls reported past a full table", reported)
+				}
 			})
-			run()
-			c.Settle()
-			reported := len(c.Wait(t, 0, 0, kindPID(event.Unshare, pid)))
-			losses, _ := c.Probe().Losses()
-			t.Logf("%d calls: %d reported, %d lost (pending full)", threads*calls, reported, losses[event.LostPending])
-			if losses[event.LostPending] == 0 {
-				t.Error("no loss with room for one call in flight and 8 threads calling")
-			}
-			if uint64(reported)+losses.Total() != threads*calls || losses.Total() != losses[event.LostPending] {
-				t.Errorf("reported %d + lost %v != %d calls", reported, losses, threads*calls)
-			}
-		})
+		}
 	}
 }
 
@@ -142,35 +156,40 @@ func TestPrivilegedCloneFlagsFullIsCounted(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	const threads, calls = 8, 150
 	for _, hooks := range testutil.HookPaths(t) {
-		t.Run(string(hooks), func(t *testing.T) {
-			pid, run := startHelper(t, "clone-threads", strconv.Itoa(threads), strconv.Itoa(calls))
-			c := testutil.CollectWith(t, probe.Options{
-				Kinds: event.Kinds(event.Clone, event.Fork), Hooks: hooks, Limits: probe.Limits{CloneFlags: 1},
-				Filter: probe.Filter{Tracked: true, PIDs: []uint32{pid}},
-			})
-			run()
-			c.Settle()
-			var clones, forks, failed int
-			for _, e := range c.Events() {
-				switch {
-				case e.PID != pid:
-				case e.Kind == event.Clone && e.Ret < 0:
-					failed++
-				case e.Kind == event.Clone:
-					clones++
-				case e.Kind == event.Fork:
-					forks++
+		for _, ft := range fullTables {
+			t.Run(string(hooks)+"/"+ft.name, func(t *testing.T) {
+				pid, run := startHelper(t, "clone-threads", strconv.Itoa(threads), strconv.Itoa(calls))
+				c := testutil.CollectWith(t, probe.Options{
+					Kinds: event.Kinds(event.Clone, event.Fork), Hooks: hooks, Limits: ft.limits(1),
+					Filter: probe.Filter{Tracked: true, PIDs: []uint32{pid}},
+				})
+				run()
+				c.Settle()
+				var clones, forks, failed int
+				for _, e := range c.Events() {
+					switch {
+					case e.PID != pid:
+					case e.Kind == event.Clone && e.Ret < 0:
+						failed++
+					case e.Kind == event.Clone:
+						clones++
+					case e.Kind == event.Fork:
+						forks++
+					}
 				}
-			}
-			losses, _ := c.Probe().Losses()
-			t.Logf("%d clones: %d reported as clone, %d as fork (clone flags full: %d), %d failed", threads*calls, clones, forks, losses[event.LostCloneFlags], failed)
-			// Every birth is there, as a clone or, when its flags could
-			// not be noted, as a fork counted lost; a call the kernel
-			// restarts (a signal came in) is neither.
-			if losses[event.LostCloneFlags] == 0 || uint64(forks) != losses[event.LostCloneFlags] || clones+forks != threads*calls || failed != 0 {
-				t.Errorf("clones %d + forks %d (%d failed), lost %v; want %d births, forks = clone flags lost > 0", clones, forks, failed, losses, threads*calls)
-			}
-		})
+				losses, _ := c.Probe().Losses()
+				t.Logf("%d clones: %d reported as clone, %d as fork (clone flags full: %d), %d failed", threads*calls, clones, forks, losses[event.LostCloneFlags], failed)
+				// Every birth is there, as a clone or, when its flags could
+				// not be noted, as a fork counted lost; a call the kernel
+				// restarts (a signal came in) is neither.
+				if uint64(forks) != losses[event.LostCloneFlags] || clones+forks != threads*calls || failed != 0 {
+					t.Errorf("clones %d + forks %d (%d failed), lost %v; want %d births, forks = clone flags lost", clones, forks, failed, losses, threads*calls)
+				}
+				if ft.all && clones != 0 {
+					t.Errorf("%d clones reported with flags past a full table", clones)
+				}
+			})
+		}
 	}
 }
 

@@ -13,37 +13,47 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type nstraceCgroupEvent struct {
+	_        structs.HostLayout
+	TsNs     uint64
+	CgroupId uint64
+	Unused   [3]uint64
+	LostSeq  uint64
+	Kind     uint32
+	Pad      uint32
+	Name     [128]int8
+	Parent   [128]int8
+}
+
 type nstraceEvent struct {
-	_            structs.HostLayout
-	TsNs         uint64
-	CgroupId     uint64
-	DurationNs   uint64
-	FlagsRaw     uint64
-	Ret          int64
-	LostSeq      uint64
-	Kind         uint32
-	Flags        uint32
-	Pid          uint32
-	Tid          uint32
-	Ppid         uint32
-	Nspid        uint32
-	Uid          uint32
-	Gid          uint32
-	ChildPid     uint32
-	ChildNspid   uint32
-	ExitStatus   uint32
-	Fd           int32
-	TargetNs     uint32
-	TargetType   uint32
-	TargetPid    uint32
-	FilenameLen  uint32
-	ArgsLen      uint32
-	Pad          uint32
-	Ns           [10]uint32
-	NsOther      [10]uint32
-	Comm         [16]int8
-	CgroupName   [128]int8
-	CgroupParent [128]int8
+	_           structs.HostLayout
+	TsNs        uint64
+	CgroupId    uint64
+	DurationNs  uint64
+	FlagsRaw    uint64
+	Ret         int64
+	LostSeq     uint64
+	Kind        uint32
+	Flags       uint32
+	Pid         uint32
+	Tid         uint32
+	Ppid        uint32
+	Nspid       uint32
+	Uid         uint32
+	Gid         uint32
+	ChildPid    uint32
+	ChildNspid  uint32
+	ExitStatus  uint32
+	Fd          int32
+	TargetNs    uint32
+	TargetType  uint32
+	TargetPid   uint32
+	FilenameLen uint32
+	ArgsLen     uint32
+	Pad         uint32
+	Ns          [10]uint32
+	NsOther     [10]uint32
+	Comm        [16]int8
 }
 
 type nstraceExecBuf struct {
@@ -87,6 +97,8 @@ const (
 	nstraceNstKindNST_EV_UNSHARE   nstraceNstKind = 5
 	nstraceNstKindNST_EV_SETNS     nstraceNstKind = 6
 	nstraceNstKindNST_EV_UNTRACKED nstraceNstKind = 7
+	nstraceNstKindNST_EV_CGROUP    nstraceNstKind = 8
+	nstraceNstKindNST_EV_WAKE      nstraceNstKind = 9
 )
 
 type nstraceNstLostReason uint32
@@ -114,6 +126,11 @@ const (
 	nstraceNstNsNST_NS_UTS               nstraceNstNs = 9
 	nstraceNstNsNST_NS_COUNT             nstraceNstNs = 10
 )
+
+type nstraceRecentCgroups struct {
+	_  structs.HostLayout
+	Id [8]uint64
+}
 
 // loadNstrace returns the embedded CollectionSpec for nstrace.
 func loadNstrace() (*ebpf.CollectionSpec, error) {
@@ -177,6 +194,7 @@ type nstraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceMapSpecs struct {
+	CgroupsSent  *ebpf.MapSpec `ebpf:"cgroups_sent"`
 	CloneFlags   *ebpf.MapSpec `ebpf:"clone_flags"`
 	CloneUnnoted *ebpf.MapSpec `ebpf:"clone_unnoted"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
@@ -192,31 +210,35 @@ type nstraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceVariableSpecs struct {
-	NstFilterNs    *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
-	NstFilterPids  *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
-	NstFollow      *ebpf.VariableSpec `ebpf:"nst_follow"`
-	NstHost        *ebpf.VariableSpec `ebpf:"nst_host"`
-	NstLost        *ebpf.VariableSpec `ebpf:"nst_lost"`
-	NstLostSeq     *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
-	NstNr32Clone   *ebpf.VariableSpec `ebpf:"nst_nr32_clone"`
-	NstNr32Clone3  *ebpf.VariableSpec `ebpf:"nst_nr32_clone3"`
-	NstNr32Setns   *ebpf.VariableSpec `ebpf:"nst_nr32_setns"`
-	NstNr32Unshare *ebpf.VariableSpec `ebpf:"nst_nr32_unshare"`
-	NstNrClone     *ebpf.VariableSpec `ebpf:"nst_nr_clone"`
-	NstNrClone3    *ebpf.VariableSpec `ebpf:"nst_nr_clone3"`
-	NstNrSetns     *ebpf.VariableSpec `ebpf:"nst_nr_setns"`
-	NstNrUnshare   *ebpf.VariableSpec `ebpf:"nst_nr_unshare"`
-	NstWantClone   *ebpf.VariableSpec `ebpf:"nst_want_clone"`
-	NstWantExec    *ebpf.VariableSpec `ebpf:"nst_want_exec"`
-	NstWantExit    *ebpf.VariableSpec `ebpf:"nst_want_exit"`
-	NstWantFork    *ebpf.VariableSpec `ebpf:"nst_want_fork"`
-	NstWantSetns   *ebpf.VariableSpec `ebpf:"nst_want_setns"`
-	NstWantUnshare *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
-	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFlag     *ebpf.VariableSpec `ebpf:"unused_flag"`
-	UnusedKind     *ebpf.VariableSpec `ebpf:"unused_kind"`
-	UnusedLost     *ebpf.VariableSpec `ebpf:"unused_lost"`
-	UnusedNs       *ebpf.VariableSpec `ebpf:"unused_ns"`
+	NstFilterNs       *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
+	NstFilterPids     *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
+	NstFollow         *ebpf.VariableSpec `ebpf:"nst_follow"`
+	NstHost           *ebpf.VariableSpec `ebpf:"nst_host"`
+	NstLost           *ebpf.VariableSpec `ebpf:"nst_lost"`
+	NstLostSeq        *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
+	NstNr32Clone      *ebpf.VariableSpec `ebpf:"nst_nr32_clone"`
+	NstNr32Clone3     *ebpf.VariableSpec `ebpf:"nst_nr32_clone3"`
+	NstNr32Setns      *ebpf.VariableSpec `ebpf:"nst_nr32_setns"`
+	NstNr32Unshare    *ebpf.VariableSpec `ebpf:"nst_nr32_unshare"`
+	NstNrClone        *ebpf.VariableSpec `ebpf:"nst_nr_clone"`
+	NstNrClone3       *ebpf.VariableSpec `ebpf:"nst_nr_clone3"`
+	NstNrSetns        *ebpf.VariableSpec `ebpf:"nst_nr_setns"`
+	NstNrUnshare      *ebpf.VariableSpec `ebpf:"nst_nr_unshare"`
+	NstReaderWaiting  *ebpf.VariableSpec `ebpf:"nst_reader_waiting"`
+	NstRecentCgroups  *ebpf.VariableSpec `ebpf:"nst_recent_cgroups"`
+	NstWantClone      *ebpf.VariableSpec `ebpf:"nst_want_clone"`
+	NstWantExec       *ebpf.VariableSpec `ebpf:"nst_want_exec"`
+	NstWantExit       *ebpf.VariableSpec `ebpf:"nst_want_exit"`
+	NstWantFork       *ebpf.VariableSpec `ebpf:"nst_want_fork"`
+	NstWantSetns      *ebpf.VariableSpec `ebpf:"nst_want_setns"`
+	NstWantUnshare    *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
+	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLost        *ebpf.VariableSpec `ebpf:"unused_lost"`
+	UnusedNs          *ebpf.VariableSpec `ebpf:"unused_ns"`
+	UnusedWakeEvent   *ebpf.VariableSpec `ebpf:"unused_wake_event"`
 }
 
 // nstraceObjects contains all objects after they have been loaded into the kernel.
@@ -239,6 +261,7 @@ func (o *nstraceObjects) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceMaps struct {
+	CgroupsSent  *ebpf.Map `ebpf:"cgroups_sent"`
 	CloneFlags   *ebpf.Map `ebpf:"clone_flags"`
 	CloneUnnoted *ebpf.Map `ebpf:"clone_unnoted"`
 	Events       *ebpf.Map `ebpf:"events"`
@@ -252,6 +275,7 @@ type nstraceMaps struct {
 
 func (m *nstraceMaps) Close() error {
 	return _NstraceClose(
+		m.CgroupsSent,
 		m.CloneFlags,
 		m.CloneUnnoted,
 		m.Events,
@@ -268,31 +292,35 @@ func (m *nstraceMaps) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceVariables struct {
-	NstFilterNs    *ebpf.Variable `ebpf:"nst_filter_ns"`
-	NstFilterPids  *ebpf.Variable `ebpf:"nst_filter_pids"`
-	NstFollow      *ebpf.Variable `ebpf:"nst_follow"`
-	NstHost        *ebpf.Variable `ebpf:"nst_host"`
-	NstLost        *ebpf.Variable `ebpf:"nst_lost"`
-	NstLostSeq     *ebpf.Variable `ebpf:"nst_lost_seq"`
-	NstNr32Clone   *ebpf.Variable `ebpf:"nst_nr32_clone"`
-	NstNr32Clone3  *ebpf.Variable `ebpf:"nst_nr32_clone3"`
-	NstNr32Setns   *ebpf.Variable `ebpf:"nst_nr32_setns"`
-	NstNr32Unshare *ebpf.Variable `ebpf:"nst_nr32_unshare"`
-	NstNrClone     *ebpf.Variable `ebpf:"nst_nr_clone"`
-	NstNrClone3    *ebpf.Variable `ebpf:"nst_nr_clone3"`
-	NstNrSetns     *ebpf.Variable `ebpf:"nst_nr_setns"`
-	NstNrUnshare   *ebpf.Variable `ebpf:"nst_nr_unshare"`
-	NstWantClone   *ebpf.Variable `ebpf:"nst_want_clone"`
-	NstWantExec    *ebpf.Variable `ebpf:"nst_want_exec"`
-	NstWantExit    *ebpf.Variable `ebpf:"nst_want_exit"`
-	NstWantFork    *ebpf.Variable `ebpf:"nst_want_fork"`
-	NstWantSetns   *ebpf.Variable `ebpf:"nst_want_setns"`
-	NstWantUnshare *ebpf.Variable `ebpf:"nst_want_unshare"`
-	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFlag     *ebpf.Variable `ebpf:"unused_flag"`
-	UnusedKind     *ebpf.Variable `ebpf:"unused_kind"`
-	UnusedLost     *ebpf.Variable `ebpf:"unused_lost"`
-	UnusedNs       *ebpf.Variable `ebpf:"unused_ns"`
+	NstFilterNs       *ebpf.Variable `ebpf:"nst_filter_ns"`
+	NstFilterPids     *ebpf.Variable `ebpf:"nst_filter_pids"`
+	NstFollow         *ebpf.Variable `ebpf:"nst_follow"`
+	NstHost           *ebpf.Variable `ebpf:"nst_host"`
+	NstLost           *ebpf.Variable `ebpf:"nst_lost"`
+	NstLostSeq        *ebpf.Variable `ebpf:"nst_lost_seq"`
+	NstNr32Clone      *ebpf.Variable `ebpf:"nst_nr32_clone"`
+	NstNr32Clone3     *ebpf.Variable `ebpf:"nst_nr32_clone3"`
+	NstNr32Setns      *ebpf.Variable `ebpf:"nst_nr32_setns"`
+	NstNr32Unshare    *ebpf.Variable `ebpf:"nst_nr32_unshare"`
+	NstNrClone        *ebpf.Variable `ebpf:"nst_nr_clone"`
+	NstNrClone3       *ebpf.Variable `ebpf:"nst_nr_clone3"`
+	NstNrSetns        *ebpf.Variable `ebpf:"nst_nr_setns"`
+	NstNrUnshare      *ebpf.Variable `ebpf:"nst_nr_unshare"`
+	NstReaderWaiting  *ebpf.Variable `ebpf:"nst_reader_waiting"`
+	NstRecentCgroups  *ebpf.Variable `ebpf:"nst_recent_cgroups"`
+	NstWantClone      *ebpf.Variable `ebpf:"nst_want_clone"`
+	NstWantExec       *ebpf.Variable `ebpf:"nst_want_exec"`
+	NstWantExit       *ebpf.Variable `ebpf:"nst_want_exit"`
+	NstWantFork       *ebpf.Variable `ebpf:"nst_want_fork"`
+	NstWantSetns      *ebpf.Variable `ebpf:"nst_want_setns"`
+	NstWantUnshare    *ebpf.Variable `ebpf:"nst_want_unshare"`
+	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLost        *ebpf.Variable `ebpf:"unused_lost"`
+	UnusedNs          *ebpf.Variable `ebpf:"unused_ns"`
+	UnusedWakeEvent   *ebpf.Variable `ebpf:"unused_wake_event"`
 }
 
 // nstracePrograms contains all programs after they have been loaded into the kernel.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -32,12 +33,14 @@ const DefaultBufferSize = 4 << 20
 // MinBufferSize is the smallest ring buffer nstrace accepts.
 const MinBufferSize = 4096
 
-// Errors Read returns besides decoding errors and os.ErrDeadlineExceeded.
+// Errors Read and Next return besides decoding errors.
 var (
 	// ErrClosed: Interrupt or Close was called.
 	ErrClosed = errors.New("probe closed")
 	// ErrFlushed: every record queued when Flush was called has been read.
 	ErrFlushed = errors.New("probe flushed")
+	// ErrEmpty: Next found nothing queued.
+	ErrEmpty = errors.New("nothing queued")
 )
 
 // Hooks says how the namespace system calls are caught.
@@ -75,6 +78,9 @@ type Limits struct {
 	Tracked    int // processes in the traced set (65536)
 	Pending    int // unshare and setns calls in flight (4096)
 	CloneFlags int // namespace-creating clones in flight (4096)
+	// Full starts the pending and clone-flags tables full, as a test
+	// of what nstrace does when they fill.
+	Full bool
 }
 
 // Filter is what the kernel side drops before it queues anything.
@@ -123,6 +129,7 @@ type Probe struct {
 	host      ns.Set
 	hostKnown bool
 	exitProg  string
+	fence     uint64
 }
 
 // BTFPath is where the running kernel exposes its type information.
@@ -273,11 +280,17 @@ func Open(opts Options) (_ *Probe, err error) {
 			return nil, err
 		}
 	}
+	if opts.Limits.Full {
+		if err := p.fill(); err != nil {
+			return nil, err
+		}
+	}
 	for _, r := range opts.Filter.Namespaces {
 		if err := p.maps.NsFilter.Update(uint32(r.Inode), uint32(r.Types), ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("setting the namespace filter: %w", err)
 		}
 	}
+	p.dec.forget = p.forgetCgroups
 	p.rd, err = ringbuf.NewReader(p.maps.Events)
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
@@ -495,6 +508,20 @@ func loadError(err error, debug bool) error {
 	return hint(fmt.Errorf("loading BPF programs: %w", err))
 }
 
+// fill fills the pending and clone-flags tables with entries for threads
+// that cannot exist (ids above the kernel's pid limit).
+func (p *Probe) fill() error {
+	for _, m := range []*ebpf.Map{p.maps.Pending, p.maps.CloneFlags} {
+		value := make([]byte, m.ValueSize())
+		for i := uint32(0); i < m.MaxEntries(); i++ {
+			if err := m.Update(^i, value, ebpf.UpdateNoExist); err != nil {
+				return fmt.Errorf("filling %v: %w", m, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Hooks reports how the namespace system calls are caught, and why.
 func (p *Probe) Hooks() (Hooks, string) { return p.hooks, p.hooksNote }
 
@@ -513,27 +540,65 @@ func (p *Probe) Track(pid uint32) error {
 	return nil
 }
 
-// SetDeadline bounds the next Read.
-func (p *Probe) SetDeadline(t time.Time) { p.rd.SetDeadline(t) }
-
 // Pending reports how many bytes of records wait in the ring buffer.
 func (p *Probe) Pending() int { return p.rd.AvailableBytes() }
 
-// Read waits for the next record and decodes it into e. The event's byte
-// slices are valid until the next Read. It returns os.ErrDeadlineExceeded
-// when the deadline passes, ErrFlushed once a Flush is done, and ErrClosed
-// after Interrupt or Close.
+// past is a deadline that has passed: a read with it never waits.
+var past = time.Unix(1, 0)
+
+// Next decodes the next queued record into e without waiting: ErrEmpty if
+// there is none. The event's byte slices are valid until the next call.
+func (p *Probe) Next(e *event.Event) error {
+	p.rd.SetDeadline(past)
+	return p.read(e)
+}
+
+// Read waits for the next record and decodes it into e. It tells the
+// kernel side that the reader sleeps, so the first new record wakes it;
+// records otherwise wake nobody, and a reader that is not waiting reads
+// them with Next.
 func (p *Probe) Read(e *event.Event) error {
-	if err := p.rd.ReadInto(&p.rec); err != nil {
-		switch {
-		case errors.Is(err, ringbuf.ErrClosed):
-			return ErrClosed
-		case errors.Is(err, ringbuf.ErrFlushed):
-			return ErrFlushed
-		}
-		return err
+	if err := p.vars.NstReaderWaiting.Set(uint32(1)); err != nil {
+		return fmt.Errorf("telling the kernel side the reader waits: %w", err)
 	}
-	return p.dec.Decode(p.rec.RawSample, e)
+	// A full fence: the flag is out before the ring is looked at.
+	atomic.AddUint64(&p.fence, 0)
+	// A record queued before the flag was set woke nobody: look first.
+	// One queued after finds the flag set and wakes the wait below.
+	if p.rd.AvailableBytes() > 0 {
+		if err := p.Next(e); err != ErrEmpty {
+			return err
+		}
+	}
+	p.rd.SetDeadline(time.Time{})
+	return p.read(e)
+}
+
+func (p *Probe) read(e *event.Event) error {
+	for {
+		if err := p.rd.ReadInto(&p.rec); err != nil {
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return ErrEmpty
+			case errors.Is(err, ringbuf.ErrClosed):
+				return ErrClosed
+			case errors.Is(err, ringbuf.ErrFlushed):
+				return ErrFlushed
+			}
+			return err
+		}
+		if err := p.dec.Decode(p.rec.RawSample, e); err != errNotEvent {
+			return err
+		}
+	}
+}
+
+// forgetCgroups tells the kernel side the decoder dropped these cgroups'
+// names: it sends them again when it next sees them.
+func (p *Probe) forgetCgroups(ids []uint64) {
+	for _, id := range ids {
+		_ = p.maps.CgroupsSent.Delete(id)
+	}
 }
 
 // Flush makes Read return every record queued now, then ErrFlushed; safe

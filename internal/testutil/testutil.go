@@ -71,7 +71,10 @@ func (c *Collector) loop() {
 	defer close(c.done)
 	var e event.Event
 	for {
-		err := c.p.Read(&e)
+		err := c.p.Next(&e)
+		if errors.Is(err, probe.ErrEmpty) {
+			err = c.p.Read(&e)
+		}
 		if err != nil {
 			if !errors.Is(err, probe.ErrClosed) {
 				c.mu.Lock()

@@ -55,6 +55,11 @@ type writer interface {
 	Write(*event.Event) error
 }
 
+// batchRest is how long the reader rests after a batch before it looks
+// for the next: the longest an event waits to be written while events
+// keep coming. An idle reader is woken by the first event at once.
+const batchRest = 10 * time.Millisecond
+
 // stopGrace is how long a stopping nstrace still tries to write what is
 // queued to a reader that does not read.
 const stopGrace = 500 * time.Millisecond
@@ -194,12 +199,26 @@ func (s *Session) Run(signals <-chan os.Signal) (int, error) {
 
 	var e event.Event
 	for {
+		// Sleep until the kernel side has something; then read batches
+		// until it has nothing more.
 		err := s.probe.Read(&e)
-		switch {
-		case err == nil:
+		for err == nil {
 			if err := s.handle(&e); err != nil {
 				return s.writeFailed(err)
 			}
+			if err = s.probe.Next(&e); err == probe.ErrEmpty {
+				if err := s.endBatch(); err != nil {
+					return s.writeFailed(err)
+				}
+				// Let records gather before looking again: the reader is
+				// not woken while it rests, and a wake-up costs the
+				// traced process an interrupt.
+				time.Sleep(batchRest)
+				err = s.probe.Next(&e)
+			}
+		}
+		switch {
+		case errors.Is(err, probe.ErrEmpty):
 		case errors.Is(err, probe.ErrFlushed), errors.Is(err, probe.ErrClosed):
 			return s.end()
 		case errors.Is(err, probe.ErrShortRecord), errors.Is(err, probe.ErrUnknownKind):
@@ -329,9 +348,6 @@ func (s *Session) handle(e *event.Event) error {
 		if err := s.w.Write(e); err != nil {
 			return err
 		}
-	}
-	if s.probe.Pending() == 0 {
-		return s.endBatch()
 	}
 	return nil
 }
