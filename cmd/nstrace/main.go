@@ -64,7 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
 	nsList := fs.StringArray("ns", nil, "only processes in this namespace: INODE, TYPE:INODE, pid:PID or TYPE:pid:PID (repeatable)")
 	fs.StringArrayVar(&sc.Containers, "container", nil, "only processes of this container: id, id prefix or runc name (repeatable)")
 	fs.StringArrayVar(&sc.Comms, "comm", nil, "only processes with this command name (repeatable)")
-	fs.BoolVar(&sc.OnlyHost, "host", false, "only processes in the host's namespaces (nstrace's own)")
+	fs.BoolVar(&sc.OnlyHost, "host", false, "only processes in the host's namespaces (the kernel's first task's)")
 	fs.BoolVar(&sc.NotHost, "no-host", false, "only processes in some namespace other than the host's")
 	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per line")
 	fs.StringVarP(&cfg.Output, "output", "o", "", "write the feed to this file instead of stdout")
@@ -240,7 +240,12 @@ func nsMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nstrace ns: %v\nRun 'nstrace ns --help' for usage.\n", err)
 		return 2
 	}
-	host, _ := procfs.ReadNS(procfs.Root, "self")
+	// The host's namespaces from the kernel where nstrace may ask it,
+	// else nstrace's own.
+	host, err := probe.HostNamespaces()
+	if err != nil {
+		host, _ = procfs.ReadNS(procfs.Root, "self")
+	}
 	if err := nslist.Run(procfs.Root, host, q, stdout); err != nil {
 		fmt.Fprintf(stderr, "nstrace ns: %v\n", err)
 		return 1

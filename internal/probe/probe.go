@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -114,10 +115,16 @@ func (l *Losses) Total() uint64 {
 	return n
 }
 
+// loadedMaps are the maps the loader touches; a map the chosen programs
+// do not use is not created, and is nil here.
+type loadedMaps struct {
+	events, traced, nsFilter, cgroupsSent, pending, cloneFlags *ebpf.Map
+}
+
 // Probe is a loaded and attached set of nstrace programs.
 type Probe struct {
 	coll  *ebpf.Collection
-	maps  nstraceMaps
+	maps  loadedMaps
 	vars  nstraceVariables
 	links []link.Link
 	rd    *ringbuf.Reader
@@ -126,8 +133,6 @@ type Probe struct {
 	hooks Hooks
 	// hooksNote says why the syscall hooks are what they are.
 	hooksNote string
-	host      ns.Set
-	hostKnown bool
 	exitProg  string
 	fence     uint64
 }
@@ -178,7 +183,7 @@ func programsFor(p *nstraceProgramSpecs, opts Options, hooks Hooks, exitGroupDea
 	default:
 		pl.attach = append(pl.attach, p.NstSysEnter, p.NstSysExit)
 	}
-	pl.load = append(append(pl.load, pl.attach...), p.NstHostNs)
+	pl.load = pl.attach
 	return pl
 }
 
@@ -253,19 +258,19 @@ func Open(opts Options) (_ *Probe, err error) {
 		p.hooks, p.hooksNote = chooseHooks(opts.Hooks)
 	}
 	var attach []*ebpf.ProgramSpec
-	p.coll, attach, err = load(opts, p.hooks, exitGroupDead)
+	var ms *nstraceMapSpecs
+	p.coll, attach, ms, err = load(opts, p.hooks, exitGroupDead)
 	if err != nil && p.hooks == HooksFentry && opts.Hooks == HooksAuto {
 		// A kernel may take one fentry program and refuse another (a
 		// function it lacks): fall back as a whole.
 		p.hooks, p.hooksNote = HooksTracepoint, fmt.Sprintf("fentry failed to load: %v", err)
-		p.coll, attach, err = load(opts, p.hooks, exitGroupDead)
+		p.coll, attach, ms, err = load(opts, p.hooks, exitGroupDead)
 	}
 	if err != nil {
 		return nil, loadError(err, opts.Debug)
 	}
-	if err := p.coll.Assign(&p.maps); err != nil {
-		return nil, fmt.Errorf("reading the loaded maps: %w", err)
-	}
+	m := func(s *ebpf.MapSpec) *ebpf.Map { return p.coll.Maps[s.Name] }
+	p.maps = loadedMaps{m(ms.Events), m(ms.Traced), m(ms.NsFilter), m(ms.CgroupsSent), m(ms.Pending), m(ms.CloneFlags)}
 	if err := p.coll.Assign(&p.vars); err != nil {
 		return nil, fmt.Errorf("reading the loaded variables: %w", err)
 	}
@@ -273,7 +278,6 @@ func Open(opts Options) (_ *Probe, err error) {
 	if exitGroupDead {
 		p.exitProg = "sched_process_exit (group_dead)"
 	}
-	p.host, p.hostKnown = runHostNS(p.coll)
 
 	for _, pid := range opts.Filter.PIDs {
 		if err := p.Track(pid); err != nil {
@@ -286,12 +290,12 @@ func Open(opts Options) (_ *Probe, err error) {
 		}
 	}
 	for _, r := range opts.Filter.Namespaces {
-		if err := p.maps.NsFilter.Update(uint32(r.Inode), uint32(r.Types), ebpf.UpdateAny); err != nil {
+		if err := p.maps.nsFilter.Update(uint32(r.Inode), uint32(r.Types), ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("setting the namespace filter: %w", err)
 		}
 	}
 	p.dec.forget = p.forgetCgroups
-	p.rd, err = ringbuf.NewReader(p.maps.Events)
+	p.rd, err = ringbuf.NewReader(p.maps.events)
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
 	}
@@ -306,33 +310,54 @@ func Open(opts Options) (_ *Probe, err error) {
 }
 
 // load prepares the embedded object for the options and loads it; it
-// returns the programs to attach.
-func load(opts Options, hooks Hooks, exitGroupDead bool) (*ebpf.Collection, []*ebpf.ProgramSpec, error) {
+// returns the programs to attach and the maps' specs.
+func load(opts Options, hooks Hooks, exitGroupDead bool) (*ebpf.Collection, []*ebpf.ProgramSpec, *nstraceMapSpecs, error) {
 	spec, err := loadNstrace()
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
 	var specs nstraceSpecs
 	if err := spec.Assign(&specs); err != nil {
-		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
 	specs.NstSetnsIn.AttachTo = setnsWrapper
 	specs.NstSetnsOut.AttachTo = setnsWrapper
 	pl := programsFor(&specs.nstraceProgramSpecs, opts, hooks, exitGroupDead)
+	keepOnly(spec, pl.load)
+	if err := configure(&specs, opts); err != nil {
+		return nil, nil, nil, err
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	return coll, pl.attach, &specs.nstraceMapSpecs, err
+}
+
+// keepOnly strips spec down to these programs and the maps they use.
+func keepOnly(spec *ebpf.CollectionSpec, progs []*ebpf.ProgramSpec) {
 	keep := map[*ebpf.ProgramSpec]bool{}
-	for _, ps := range pl.load {
+	used := map[string]bool{}
+	for _, ps := range progs {
 		keep[ps] = true
+		for _, ins := range ps.Instructions {
+			if ref := ins.Reference(); ref != "" {
+				used[ref] = true
+			}
+		}
 	}
 	for name, ps := range spec.Programs {
 		if !keep[ps] {
 			delete(spec.Programs, name)
 		}
 	}
-	if err := configure(&specs, opts); err != nil {
-		return nil, nil, err
+	for name, m := range spec.Maps {
+		// The variables' sections stay: the loader sets and reads them.
+		if !used[name] && !isDataSection(m.Name) {
+			delete(spec.Maps, name)
+		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
-	return coll, pl.attach, err
+}
+
+func isDataSection(name string) bool {
+	return name == ".bss" || name == ".data" || name == ".rodata" || strings.HasPrefix(name, ".rodata.") || strings.HasPrefix(name, ".data.")
 }
 
 // chooseHooks picks how the namespace system calls are caught, and says
@@ -418,11 +443,11 @@ func HostNamespaces() (ns.Set, error) {
 	if err != nil {
 		return ns.Set{}, err
 	}
-	for name := range spec.Programs {
-		if name != "nst_host_ns" {
-			delete(spec.Programs, name)
-		}
+	var specs nstraceProgramSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return ns.Set{}, err
 	}
+	keepOnly(spec, []*ebpf.ProgramSpec{specs.NstHostNs})
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
 	if err != nil {
 		return ns.Set{}, loadError(err, false)
@@ -511,7 +536,10 @@ func loadError(err error, debug bool) error {
 // fill fills the pending and clone-flags tables with entries for threads
 // that cannot exist (ids above the kernel's pid limit).
 func (p *Probe) fill() error {
-	for _, m := range []*ebpf.Map{p.maps.Pending, p.maps.CloneFlags} {
+	for _, m := range []*ebpf.Map{p.maps.pending, p.maps.cloneFlags} {
+		if m == nil {
+			continue
+		}
 		value := make([]byte, m.ValueSize())
 		for i := uint32(0); i < m.MaxEntries(); i++ {
 			if err := m.Update(^i, value, ebpf.UpdateNoExist); err != nil {
@@ -528,13 +556,12 @@ func (p *Probe) Hooks() (Hooks, string) { return p.hooks, p.hooksNote }
 // ExitHook says how the last thread of a process is recognised.
 func (p *Probe) ExitHook() string { return p.exitProg }
 
-// Host returns the host's namespaces as the kernel knows them: those of
-// its first task. ok is false if the kernel did not say.
-func (p *Probe) Host() (ns.Set, bool) { return p.host, p.hostKnown }
-
 // Track adds a process to the traced set (with Filter.Tracked).
 func (p *Probe) Track(pid uint32) error {
-	if err := p.maps.Traced.Update(pid, uint8(1), ebpf.UpdateAny); err != nil {
+	if p.maps.traced == nil {
+		return errors.New("tracking a process needs a traced set (Filter.Tracked)")
+	}
+	if err := p.maps.traced.Update(pid, uint8(1), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("tracing pid %d: %w", pid, err)
 	}
 	return nil
@@ -597,7 +624,7 @@ func (p *Probe) read(e *event.Event) error {
 // names: it sends them again when it next sees them.
 func (p *Probe) forgetCgroups(ids []uint64) {
 	for _, id := range ids {
-		_ = p.maps.CgroupsSent.Delete(id)
+		_ = p.maps.cgroupsSent.Delete(id)
 	}
 }
 

@@ -110,11 +110,18 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 			s.Close()
 		}
 	}()
-	// Namespaces nstrace itself is in, until the kernel says which are
-	// the host's.
-	self, _ := procfs.ReadNS(procfs.Root, "self")
+	// The host's namespaces are the kernel's first task's, wherever
+	// nstrace runs (a container has namespaces of its own); nstrace's own
+	// serve where the kernel does not say.
+	host, err := probe.HostNamespaces()
+	if err != nil {
+		if host, err = procfs.ReadNS(procfs.Root, "self"); err != nil {
+			return nil, fmt.Errorf("reading nstrace's own namespaces: %w", err)
+		}
+	}
+	s.host = host
 	cfg.Scope.Command = len(cfg.Command) > 0
-	filter, err := cfg.Scope.KernelFilter(procfs.Root, self)
+	filter, err := cfg.Scope.KernelFilter(procfs.Root, host)
 	if err != nil {
 		return nil, err
 	}
@@ -126,10 +133,6 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.probe.Close() })
-	s.host = self
-	if h, ok := s.probe.Host(); ok {
-		s.host = h
-	}
 	s.filter = cfg.Scope.UserFilter(s.host)
 	if cfg.Debug {
 		hooks, why := s.probe.Hooks()
