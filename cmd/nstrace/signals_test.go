@@ -68,17 +68,26 @@ func TestPrivilegedInterruptWithCommand(t *testing.T) {
 // A second signal ends nstrace before COMMAND is done.
 func TestPrivilegedSecondSignalStops(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	cmd, out := startRaw(t, io.Discard, "--json", "--", "sh", "-c", `trap "" INT TERM; sleep 30`)
+	cmd, out := startRaw(t, io.Discard, "-e", "exec", "--", "sh", "-c", `trap "" INT TERM; echo trapped; exec sleep 30`)
+	// COMMAND shares nstrace's stdout: its line says the trap is set.
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && sc.Text() != "trapped" {
+	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(100 * time.Millisecond)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	werr := make(chan error, 1)
-	go func() { werr <- cmd.Wait() }()
+	// COMMAND lives on and holds the pipes: wait for nstrace alone.
+	werr := make(chan *os.ProcessState, 1)
+	go func() {
+		st, _ := cmd.Process.Wait()
+		werr <- st
+	}()
+	defer func() { _ = exec.Command("pkill", "-KILL", "-f", "^sleep 30$").Run() }()
 	select {
-	case err := <-werr:
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+int(syscall.SIGTERM) {
-			t.Errorf("nstrace after two SIGTERMs: %v, want exit status 143", err)
+	case st := <-werr:
+		if st == nil || st.ExitCode() != 128+int(syscall.SIGTERM) {
+			t.Errorf("nstrace after two SIGTERMs: %v, want exit status 143", st)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nstrace still runs after a second SIGTERM")

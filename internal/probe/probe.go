@@ -573,51 +573,59 @@ func (p *Probe) Pending() int { return p.rd.AvailableBytes() }
 // past is a deadline that has passed: a read with it never waits.
 var past = time.Unix(1, 0)
 
-// Next decodes the next queued record into e without waiting: ErrEmpty if
-// there is none. The event's byte slices are valid until the next call.
-func (p *Probe) Next(e *event.Event) error {
-	p.rd.SetDeadline(past)
-	return p.read(e)
-}
-
-// Read waits for the next record and decodes it into e. It tells the
+// Read waits for the next event and decodes it into e. It tells the
 // kernel side that the reader sleeps, so the first new record wakes it;
 // records otherwise wake nobody, and a reader that is not waiting reads
 // them with Next.
 func (p *Probe) Read(e *event.Event) error {
-	if err := p.vars.NstReaderWaiting.Set(uint32(1)); err != nil {
-		return fmt.Errorf("telling the kernel side the reader waits: %w", err)
-	}
-	// A full fence: the flag is out before the ring is looked at.
-	atomic.AddUint64(&p.fence, 0)
-	// A record queued before the flag was set woke nobody: look first.
-	// One queued after finds the flag set and wakes the wait below.
-	if p.rd.AvailableBytes() > 0 {
+	for {
+		if err := p.vars.NstReaderWaiting.Set(uint32(1)); err != nil {
+			return fmt.Errorf("telling the kernel side the reader waits: %w", err)
+		}
+		// A full fence: the flag is out before the ring is looked at.
+		// A record queued before the flag was set woke nobody, so look
+		// first; one queued after finds the flag set and wakes the wait.
+		atomic.AddUint64(&p.fence, 0)
+		if p.rd.AvailableBytes() == 0 {
+			p.rd.SetDeadline(time.Time{})
+			err := p.readOne(e)
+			if err != errNotEvent {
+				return err
+			}
+		}
+		// Records that were no events (a wake-up, a cgroup's names) may
+		// have been all there was: drain, then wait again, flag set.
 		if err := p.Next(e); err != ErrEmpty {
 			return err
 		}
 	}
-	p.rd.SetDeadline(time.Time{})
-	return p.read(e)
 }
 
-func (p *Probe) read(e *event.Event) error {
+// Next decodes the next queued event into e without waiting: ErrEmpty if
+// there is none. The event's byte slices are valid until the next call.
+func (p *Probe) Next(e *event.Event) error {
+	p.rd.SetDeadline(past)
 	for {
-		if err := p.rd.ReadInto(&p.rec); err != nil {
-			switch {
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				return ErrEmpty
-			case errors.Is(err, ringbuf.ErrClosed):
-				return ErrClosed
-			case errors.Is(err, ringbuf.ErrFlushed):
-				return ErrFlushed
-			}
-			return err
-		}
-		if err := p.dec.Decode(p.rec.RawSample, e); err != errNotEvent {
+		if err := p.readOne(e); err != errNotEvent {
 			return err
 		}
 	}
+}
+
+// readOne reads and decodes one record; errNotEvent if it was no event.
+func (p *Probe) readOne(e *event.Event) error {
+	if err := p.rd.ReadInto(&p.rec); err != nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return ErrEmpty
+		case errors.Is(err, ringbuf.ErrClosed):
+			return ErrClosed
+		case errors.Is(err, ringbuf.ErrFlushed):
+			return ErrFlushed
+		}
+		return err
+	}
+	return p.dec.Decode(p.rec.RawSample, e)
 }
 
 // forgetCgroups tells the kernel side the decoder dropped these cgroups'
