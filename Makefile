@@ -8,6 +8,10 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 CLANG ?= clang-14
 BPF_CFLAGS ?= -O2 -g -Wall -Werror
 BIN := nstrace
+# What --version and the metrics' build info say.
+VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
+LDFLAGS := -X github.com/nstrace/nstrace/internal/version.Version=$(VERSION) -X github.com/nstrace/nstrace/internal/version.Commit=$(COMMIT)
 GENERATED := 'internal/probe/nstrace_bpf*' 
 ARGS ?= -e exec
 
@@ -19,7 +23,7 @@ export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/nstrace
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/nstrace
 
 generate:
 	$(GO) generate ./internal/probe
@@ -34,8 +38,8 @@ check-generated: generate
 	@echo "generated BPF objects match bpf/ sources"
 
 # Tools the privileged tests run; as root, missing ones are installed.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns
-TEST_PKGS := runc busybox-static iproute2 util-linux
+TEST_TOOLS := runc busybox ip unshare nsenter lsns promtool
+TEST_PKGS := runc busybox-static iproute2 util-linux prometheus
 
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \

@@ -27,6 +27,7 @@ import (
 	"github.com/nstrace/nstrace/internal/procfs"
 	"github.com/nstrace/nstrace/internal/scope"
 	"github.com/nstrace/nstrace/internal/tracer"
+	"github.com/nstrace/nstrace/internal/version"
 )
 
 // usageError is a mistake on the command line: exit status 2.
@@ -49,7 +50,7 @@ and show only it and its descendants; exit with its status.
 Flags:
 `
 
-func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) {
 	cfg := tracer.Config{ReadyFD: -1}
 	sc := &cfg.Scope
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
@@ -74,8 +75,9 @@ func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
 	fs.BoolVar(&cfg.Debug, "debug", false, "say which hooks are in use; print the full verifier log if the programs are rejected")
 	limits := fs.String("limits", "", "kernel table sizes: tracked=N,pending=N,clone=N")
 	_ = fs.MarkHidden("limits")
-	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "write a byte to this fd once attached")
-	_ = fs.MarkHidden("ready-fd")
+	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "write a newline to this fd once events flow, and close it")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (host:port) at /metrics")
+	showVersion := fs.Bool("version", false, "print the version, commit, Go and cilium/ebpf versions, BPF object hash")
 	help := fs.BoolP("help", "h", false, "show this help")
 
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (tracer.Config, error) {
 	}
 	if *help {
 		fmt.Fprint(stderr, usageHead, fs.FlagUsages())
+		return cfg, errHelp
+	}
+	if *showVersion {
+		i := version.Get(probe.ObjectSHA256())
+		fmt.Fprintf(stdout, "nstrace %s\ncommit %s\n%s\ncilium/ebpf %s\nBPF object sha256 %s\n", i.Version, i.Commit, i.Go, i.Ebpf, i.BPFObject)
 		return cfg, errHelp
 	}
 	if dash := fs.ArgsLenAtDash(); dash >= 0 {
@@ -277,7 +284,7 @@ func mainExit(args []string, stdout, stderr io.Writer) (code int) {
 	if len(args) > 0 && args[0] == "ns" {
 		return nsMain(args[1:], stdout, stderr)
 	}
-	cfg, err := parseFlags(args, stderr)
+	cfg, err := parseFlags(args, stdout, stderr)
 	if errors.Is(err, errHelp) {
 		return 0
 	}

@@ -85,7 +85,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--buffer-size", "x"}, 0, `"x" is not a size`},
 	}
 	for _, c := range cases {
-		o, err := parseFlags(c.args, io.Discard)
+		o, err := parseFlags(c.args, io.Discard, io.Discard)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%v: error %v, want %q", c.args, err, c.err)

@@ -16,11 +16,11 @@ import (
 )
 
 func TestScopeFlags(t *testing.T) {
-	o, err := parseFlags([]string{"-p", "1,22", "-f", "--comm", "sh", "--no-host"}, nil)
+	o, err := parseFlags([]string{"-p", "1,22", "-f", "--comm", "sh", "--no-host"}, nil, nil)
 	if err != nil || !slices.Equal(o.Scope.PIDs, []uint32{1, 22}) || !o.Scope.Follow || !o.Scope.NotHost || o.Scope.Comms[0] != "sh" {
 		t.Errorf("%+v %v", o, err)
 	}
-	o, err = parseFlags([]string{"--json", "--", "sh", "-c", "true"}, nil)
+	o, err = parseFlags([]string{"--json", "--", "sh", "-c", "true"}, nil, nil)
 	if err != nil || !slices.Equal(o.Command, []string{"sh", "-c", "true"}) || !o.JSON {
 		t.Errorf("command: %+v %v", o, err)
 	}
@@ -34,7 +34,7 @@ func TestScopeFlags(t *testing.T) {
 		"true":                 "a command goes after --",
 		"--pid 99999999999999": "not a process id",
 	} {
-		_, err := parseFlags(strings.Fields(args), nil)
+		_, err := parseFlags(strings.Fields(args), nil, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", args, err, want)
 		}

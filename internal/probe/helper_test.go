@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -185,6 +186,8 @@ func helperCmd(mode string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+var spinSink atomic.Uint64
+
 // spinThreads starts n threads that spin until the process ends.
 func spinThreads(n int) {
 	ready := make(chan struct{})
@@ -192,7 +195,9 @@ func spinThreads(n int) {
 		go func() {
 			runtime.LockOSThread()
 			ready <- struct{}{}
-			for {
+			for spins := uint64(0); ; spins++ {
+				// Busy on purpose: a thread on the CPU when the group ends.
+				spinSink.Store(spins)
 			}
 		}()
 	}

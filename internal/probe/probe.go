@@ -6,6 +6,8 @@
 package probe
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -570,6 +572,9 @@ func (p *Probe) Track(pid uint32) error {
 // Pending reports how many bytes of records wait in the ring buffer.
 func (p *Probe) Pending() int { return p.rd.AvailableBytes() }
 
+// BufferSize is the ring buffer's size in bytes.
+func (p *Probe) BufferSize() int { return p.rd.BufferSize() }
+
 // past is a deadline that has passed: a read with it never waits.
 var past = time.Unix(1, 0)
 
@@ -689,4 +694,10 @@ func (p *Probe) Close() error {
 		p.coll = nil
 	}
 	return errors.Join(errs...)
+}
+
+// ObjectSHA256 is the hex sha256 of the embedded BPF object.
+func ObjectSHA256() string {
+	sum := sha256.Sum256(_NstraceBytes)
+	return hex.EncodeToString(sum[:])
 }

@@ -22,11 +22,13 @@ import (
 	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/launch"
+	"github.com/nstrace/nstrace/internal/metrics"
 	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/output"
 	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/procfs"
 	"github.com/nstrace/nstrace/internal/scope"
+	"github.com/nstrace/nstrace/internal/version"
 )
 
 // Config is what the command line chose.
@@ -48,6 +50,8 @@ type Config struct {
 	Command []string
 	// ReadyFD, if not negative, gets a byte once the programs are attached.
 	ReadyFD int
+	// MetricsAddr, if set, serves Prometheus metrics there.
+	MetricsAddr string
 }
 
 // writer is the human or JSON view.
@@ -97,8 +101,10 @@ type Session struct {
 	exitCode atomic.Int32
 	reopen   atomic.Bool
 
-	seen, badRecords uint64
-	reported         probe.Losses // losses already written to the feed
+	seen       uint64
+	badRecords atomic.Uint64
+	reported   probe.Losses // losses already written to the feed
+	metrics    *metrics.Metrics
 }
 
 // New opens the probe and the output for cfg. The session's Close must be
@@ -149,6 +155,15 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	s.closers = append(s.closers, s.cgroups.Close)
 	s.containers = container.NewRegistry(procfs.Root, container.RuncRoots, s.host[ns.Pid])
 	s.owners = newOwners(procfs.Root, s.host, s.host[ns.Pid])
+
+	if cfg.MetricsAddr != "" {
+		s.metrics = metrics.New(source{s}, version.Get(probe.ObjectSHA256()))
+		ln, err := s.metrics.Serve(cfg.MetricsAddr)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, func() { ln.Close() })
+	}
 
 	s.buf = bufio.NewWriterSize(s.sink, 64<<10)
 	if cfg.JSON {
@@ -225,7 +240,7 @@ func (s *Session) Run(signals <-chan os.Signal) (int, error) {
 		case errors.Is(err, probe.ErrFlushed), errors.Is(err, probe.ErrClosed):
 			return s.end()
 		case errors.Is(err, probe.ErrShortRecord), errors.Is(err, probe.ErrUnknownKind):
-			s.badRecords++
+			s.badRecords.Add(1)
 		default:
 			return 0, fmt.Errorf("reading events: %w", err)
 		}
@@ -347,9 +362,12 @@ func (s *Session) handle(e *event.Event) error {
 	// Filter first: the filters need no decoration.
 	if e.Kind == event.Lost || s.filter.Pass(e) {
 		s.decorate(e)
-		s.seen++
 		if err := s.w.Write(e); err != nil {
 			return err
+		}
+		if e.Kind != event.Lost {
+			s.seen++
+			s.metrics.Event(e)
 		}
 	}
 	return nil
@@ -433,11 +451,23 @@ func (s *Session) report() {
 	if len(why) > 0 {
 		fmt.Fprintf(s.stderr, " (%s)", strings.Join(why, "; "))
 	}
-	if s.badRecords > 0 {
-		fmt.Fprintf(s.stderr, ", %d undecodable records", s.badRecords)
+	if n := s.badRecords.Load(); n > 0 {
+		fmt.Fprintf(s.stderr, ", %d undecodable records", n)
 	}
 	fmt.Fprintln(s.stderr)
 }
+
+// source is what the metrics read from a running session.
+type source struct{ s *Session }
+
+func (src source) Lost() [event.LostReasons]uint64 {
+	l, _ := src.s.probe.Losses()
+	return l
+}
+
+func (src source) Undecodable() uint64 { return src.s.badRecords.Load() }
+
+func (src source) RingBuffer() (int, int) { return src.s.probe.Pending(), src.s.probe.BufferSize() }
 
 // writeFailed ends the run for a write error: a stop that cut a blocked
 // write short ends it as the stop would have.
