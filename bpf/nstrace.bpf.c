@@ -36,6 +36,8 @@ const volatile __u32 nst_filter_pids = 0;
 const volatile __u32 nst_follow = 0;
 /* Only processes with a namespace in the ns_filter map. */
 const volatile __u32 nst_filter_ns = 0;
+/* Only processes in a cgroup of the cgroup_filter map, or below one. */
+const volatile __u32 nst_filter_cgroup = 0;
 
 /*
  * Events that could not be delivered, by enum nst_lost_reason, and all
@@ -139,6 +141,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct event);
 } scratch SEC(".maps");
+
+/* cgroup v2 ids to report, with their descendants (--container). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_filter SEC(".maps");
+
+/* How far up the cgroup tree the filter looks: a container's own cgroups
+ * sit a few levels below the one the runtime made. */
+#define NST_CGROUP_DEPTH 8
 
 /* clone flags of an in-flight clone that creates namespaces, by thread. */
 struct {
@@ -312,6 +326,31 @@ static __always_inline bool ns_wanted(const struct event *e)
 	return ns_pass(e->ns, e->ns_other);
 }
 
+/* Is kn, or a cgroup above it, one the cgroup filter asks for? */
+static __always_inline bool cgroup_match(struct kernfs_node *kn)
+{
+	struct kernfs_node___parent *old;
+	__u64 id;
+
+	for (int i = 0; i < NST_CGROUP_DEPTH && kn; i++) {
+		id = BPF_CORE_READ(kn, id);
+		if (bpf_map_lookup_elem(&cgroup_filter, &id))
+			return true;
+		old = (void *)kn;
+		if (bpf_core_field_exists(kn->__parent))
+			kn = BPF_CORE_READ(kn, __parent);
+		else
+			kn = BPF_CORE_READ(old, parent);
+	}
+	return false;
+}
+
+/* Does the cgroup filter pass t? */
+static __always_inline bool cgroup_pass(struct task_struct *t)
+{
+	return !nst_filter_cgroup || cgroup_match(BPF_CORE_READ(t, cgroups, dfl_cgrp, kn));
+}
+
 /* Has this cgroup's name been sent? A recent one is; else ask the table. */
 static __always_inline bool cgroup_recent(__u64 id)
 {
@@ -401,7 +440,7 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 
 	nspid = read_ns_btf(parent, ns);
 	cnspid = read_ns_btf(child, cns);
-	if (!ns_pass(ns, cns))
+	if (!ns_pass(ns, cns) || !cgroup_pass(parent))
 		return 0;
 	cgid = note_cgroup_btf(parent);
 	e = reserve_event();
@@ -431,7 +470,7 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	struct event *e;
 	long n;
 
-	if (!nst_want_exec || !pid_traced(p->tgid))
+	if (!nst_want_exec || !pid_traced(p->tgid) || !cgroup_pass(p))
 		return 0;
 	b = bpf_map_lookup_elem(&exec_heap, &cpu);
 	if (!b)
@@ -497,7 +536,7 @@ static __always_inline int exit_report(struct task_struct *p)
 		return 0;
 
 	nspid = read_ns_btf(p, ns);
-	if (!ns_pass(ns, NULL))
+	if (!ns_pass(ns, NULL) || !cgroup_pass(p))
 		return 0;
 	cgid = note_cgroup_btf(p);
 	e = reserve_event();
@@ -635,7 +674,7 @@ static __always_inline void pending_finish(long ret)
 
 	if (!e)
 		return;
-	if (!restarting(ret)) {
+	if (!restarting(ret) && cgroup_pass(current_task())) {
 		fill_task_any(e, current_task());
 		e->ret = ret;
 		if (ns_wanted(e))
@@ -763,7 +802,7 @@ static __always_inline void clone_exit(long ret)
 		return;
 	}
 	/* A failed clone has no fork to report it: do it here. */
-	if (ret < 0 && !restarting(ret) && (e = scratch_event())) {
+	if (ret < 0 && !restarting(ret) && cgroup_pass(current_task()) && (e = scratch_event())) {
 		fill_task_any(e, current_task());
 		e->kind = NST_EV_CLONE;
 		e->flags_raw = *flags;

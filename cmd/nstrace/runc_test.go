@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nstrace/nstrace/internal/testutil"
@@ -125,5 +126,37 @@ func TestPrivilegedRuncContainer(t *testing.T) {
 		if !inContainer(l) {
 			t.Errorf("--container feed shows %v", l)
 		}
+	}
+}
+
+// Twenty short-lived containers back to back: each init is attributed to
+// its own container, none to another, though each is gone before its
+// events are read.
+func TestPrivilegedRuncChurnAttribution(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	const n = 20
+	marker := fmt.Sprintf("churn%d", rand.IntN(1_000_000))
+	dir := runcBundle(t, "/bin/sh", "-c", "echo "+marker)
+	f := startFeed(t, "--json", "-e", "exec")
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%d", marker, i)
+		cmd := exec.Command("runc", "run", ids[i])
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("runc run %s: %v: %s", ids[i], err, out)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		l := f.next(t, func(l map[string]any) bool { return l["event"] == "exec" && args(l) == "/bin/sh -c echo "+marker })
+		c, _ := l["container"].(map[string]any)
+		if c == nil || c["runtime"] != "runc" || c["name"] != c["id"] || !strings.HasPrefix(fmt.Sprint(c["id"]), marker+"-") {
+			t.Fatalf("init attributed to %v (cgroup %v %v)", c, l["cgroup"], l["cgroup_id"])
+		}
+		if seen[c["id"].(string)] {
+			t.Errorf("two inits attributed to %s", c["id"])
+		}
+		seen[c["id"].(string)] = true
 	}
 }

@@ -1,30 +1,34 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package container tells which container a process belongs to, without
-// asking any daemon: from the cgroup path conventions of the common
-// runtimes, and from runc's state files.
+// Package container tells which container an event belongs to, without
+// asking any daemon. The identity comes from the kernel: the id of the
+// process's cgroup and the names of that cgroup and its parent, read at
+// the event, which runtimes name after the container ("docker-<id>.scope",
+// "/docker/<id>", "cri-containerd-<id>.scope", "libpod-<id>", a runc id).
+// The container's name, image and pod come from the runtime's own files
+// for that container id, which is never reused; a namespace inode or a
+// pid, which are, never serves as an identity.
 package container
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/ns"
-	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // Info names a container.
 type Info = event.Container
 
-// scope prefixes of systemd-managed container cgroups, and their runtime.
+// Cgroup is a cgroup as the kernel names it.
+type Cgroup struct {
+	ID     uint64 // cgroup v2 id: the directory's inode, never reused
+	Name   string // kernfs name of the cgroup
+	Parent string // kernfs name of its parent ("" for the root's children)
+}
+
+// scopes are the prefixes runtimes give a container's cgroup (systemd
+// scopes, or plain directories with the cgroupfs driver) and who they
+// mean.
 var scopes = []struct{ prefix, runtime string }{
 	{"docker-", "docker"},
 	{"cri-containerd-", "containerd"},
@@ -32,6 +36,8 @@ var scopes = []struct{ prefix, runtime string }{
 	{"libpod-", "podman"},
 }
 
+// isID reports whether s looks like a runtime's container id: 32 to 128
+// lower-case hex digits.
 func isID(s string) bool {
 	if len(s) < 32 || len(s) > 128 {
 		return false
@@ -44,40 +50,46 @@ func isID(s string) bool {
 	return true
 }
 
-// FromCgroup recognises a container from its cgroup v2 path.
-func FromCgroup(path string) (Info, bool) {
-	var info Info
-	parts := strings.Split(path, "/")
-	for i, p := range parts {
-		// Kubernetes pod slices and cgroupfs pod directories.
-		if uid, ok := podUID(p); ok {
-			info.PodUID = uid
-			info.Runtime = "kubernetes"
-		}
-		if name, ok := strings.CutSuffix(p, ".scope"); ok {
-			for _, s := range scopes {
-				if id, ok := strings.CutPrefix(name, s.prefix); ok && isID(id) {
-					info.ID, info.Runtime = id, s.runtime
-				}
-			}
-			continue
-		}
-		if isID(p) && i > 0 {
-			switch {
-			case parts[i-1] == "docker":
-				info.ID, info.Runtime = p, "docker"
-			case info.PodUID != "":
-				info.ID = p // cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>
-			}
-		}
-		if id, ok := strings.CutPrefix(p, "libpod-"); ok && isID(id) {
-			info.ID, info.Runtime = id, "podman"
+// scopeID reads "<prefix><id>[.scope]": the id and the runtime.
+func scopeID(name string) (id, runtime string, ok bool) {
+	name = strings.TrimSuffix(name, ".scope")
+	for _, s := range scopes {
+		if id, ok := strings.CutPrefix(name, s.prefix); ok && isID(id) {
+			return id, s.runtime, true
 		}
 	}
-	if info.ID == "" {
+	return "", "", false
+}
+
+// FromCgroup recognises a container from its cgroup's names alone: the
+// runtimes' naming conventions. It gives the id and runtime, and the
+// Kubernetes pod's uid when the parent is a pod's cgroup. A cgroup named
+// otherwise (a runc container's cgroup is whatever its creator chose) is
+// found through the runtime's state instead (Registry).
+func FromCgroup(cg Cgroup) (Info, bool) {
+	var c Info
+	if uid, ok := podUID(cg.Parent); ok {
+		c.Pod = &event.Pod{UID: uid}
+	}
+	switch id, rt, ok := scopeID(cg.Name); {
+	case ok:
+		c.ID, c.Runtime = id, rt
+	case cg.Name == "container":
+		// Podman with systemd nests its payload: libpod-<id>.scope/container.
+		if id, rt, ok := scopeID(cg.Parent); ok {
+			c.ID, c.Runtime = id, rt
+		}
+	case isID(cg.Name) && cg.Parent == "docker":
+		c.ID, c.Runtime = cg.Name, "docker"
+	case isID(cg.Name) && c.Pod != nil:
+		// Kubernetes with the cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>;
+		// the runtime's state says whose.
+		c.ID = cg.Name
+	}
+	if c.ID == "" {
 		return Info{}, false
 	}
-	return info, true
+	return c, true
 }
 
 // podUID reads "kubepods-burstable-pod<uid>.slice" or "pod<uid>".
@@ -94,185 +106,19 @@ func podUID(p string) (string, bool) {
 	return uid, true
 }
 
-// RuncRoots are where runc keeps state: plain runc, containerd's
-// namespaces, and Docker's.
-var RuncRoots = []string{"/run/runc", "/run/containerd/runc/*", "/run/docker/runtime-runc/*"}
-
-// runcState is the part of runc's state.json nstrace reads.
-type runcState struct {
-	ID      string `json:"id"`
-	InitPID int    `json:"init_process_pid"`
-}
-
-// Runc is one runc container as found on disk.
-type Runc struct {
-	Info
-	InitPID uint32
-	PidNS   uint64
-}
-
-// runcStates lists the state.json files under roots: one per container.
-func runcStates(roots []string) []string {
-	var out []string
-	for _, pattern := range roots {
-		states, _ := filepath.Glob(filepath.Join(pattern, "*", "state.json"))
-		out = append(out, states...)
+// CgroupOfPath names the cgroup at a path in the v2 hierarchy (as
+// /proc/PID/cgroup's "0::" line gives it), with its id from root (the
+// hierarchy's mount point); the id is 0 if the cgroup is gone.
+func CgroupOfPath(root, path string) Cgroup {
+	var cg Cgroup
+	if path == "" || path == "/" {
+		return cg
 	}
-	return out
-}
-
-// ScanRunc lists the runc containers whose state is under roots, with the
-// pid namespace of their init process (0 if it cannot be read).
-func ScanRunc(procRoot string, roots []string) []Runc {
-	var out []Runc
-	for _, path := range runcStates(roots) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		var st runcState
-		if json.Unmarshal(b, &st) != nil || st.ID == "" {
-			continue
-		}
-		r := Runc{Info: Info{ID: st.ID, Name: st.ID, Runtime: "runc"}, InitPID: uint32(st.InitPID)}
-		if st.InitPID > 0 {
-			set, _ := procfs.ReadPIDNS(procRoot, uint32(st.InitPID))
-			r.PidNS = set[ns.Pid]
-		}
-		out = append(out, r)
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	cg.Name = parts[len(parts)-1]
+	if len(parts) > 1 {
+		cg.Parent = parts[len(parts)-2]
 	}
-	return out
-}
-
-// Registry attributes events to containers and remembers what it found.
-type Registry struct {
-	procRoot  string
-	runcRoots []string
-	hostPidNS uint64
-	byCgroup  map[string]*Info
-	byPidNS   map[uint64]*Info
-	stamp     string
-	checked   time.Time
-}
-
-// checkEvery bounds how often events from an unknown pid namespace make
-// the registry look at runc's state files: a busy namespace that is no
-// container costs a few stat calls per interval, not per event.
-const checkEvery = 2 * time.Millisecond
-
-// NewRegistry returns a registry; processes in hostPidNS are never in a
-// container.
-func NewRegistry(procRoot string, runcRoots []string, hostPidNS uint64) *Registry {
-	r := &Registry{procRoot: procRoot, runcRoots: runcRoots, hostPidNS: hostPidNS,
-		byCgroup: map[string]*Info{}, byPidNS: map[uint64]*Info{}}
-	r.scan()
-	return r
-}
-
-// stateStamp summarises runc's state files (names and modification times):
-// it changes whenever a container is created, started or removed.
-func (r *Registry) stateStamp() string {
-	var b strings.Builder
-	for _, path := range runcStates(r.runcRoots) {
-		if st, err := os.Stat(path); err == nil {
-			fmt.Fprintf(&b, "%s %d %d\n", path, st.ModTime().UnixNano(), st.Size())
-		}
-	}
-	return b.String()
-}
-
-func (r *Registry) scan() {
-	r.stamp = r.stateStamp()
-	for _, c := range ScanRunc(r.procRoot, r.runcRoots) {
-		if c.PidNS != 0 && c.PidNS != r.hostPidNS {
-			info := c.Info
-			r.byPidNS[c.PidNS] = &info
-		}
-	}
-}
-
-// Any reports whether any container is known.
-func (r *Registry) Any() bool { return len(r.byPidNS) > 0 }
-
-// Lookup returns the container of a process with this cgroup path and pid
-// namespace, or nil.
-func (r *Registry) Lookup(cgroup string, pidNS uint64) *Info {
-	if cgroup != "" && cgroup != "/" {
-		info, ok := r.byCgroup[cgroup]
-		if !ok {
-			if i, found := FromCgroup(cgroup); found {
-				info = &i
-			}
-			if len(r.byCgroup) > 4096 {
-				clear(r.byCgroup)
-			}
-			r.byCgroup[cgroup] = info
-		}
-		if info != nil {
-			return info
-		}
-	}
-	if pidNS == 0 || pidNS == r.hostPidNS {
-		return nil
-	}
-	if info, ok := r.byPidNS[pidNS]; ok {
-		return info
-	}
-	// An unknown pid namespace: look again only if runc's state changed.
-	if time.Since(r.checked) < checkEvery {
-		return nil
-	}
-	r.checked = time.Now()
-	if r.stateStamp() != r.stamp {
-		r.scan()
-		return r.byPidNS[pidNS]
-	}
-	return nil
-}
-
-// ErrNotFound is returned by Find for an unknown container.
-var ErrNotFound = errors.New("container not found")
-
-// Find locates a running container by id, unique id prefix or name, and
-// returns a process in it.
-func Find(procRoot, cgroupRoot string, runcRoots []string, ref string) (uint32, Info, error) {
-	type hit struct {
-		pid  uint32
-		info Info
-	}
-	var hits []hit
-	for _, c := range ScanRunc(procRoot, runcRoots) {
-		if c.ID == ref || (len(ref) >= 3 && strings.HasPrefix(c.ID, ref)) {
-			hits = append(hits, hit{c.InitPID, c.Info})
-		}
-	}
-	if len(hits) == 0 && cgroupRoot != "" {
-		_ = filepath.WalkDir(cgroupRoot, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
-			}
-			info, ok := FromCgroup(strings.TrimPrefix(path, cgroupRoot))
-			if !ok || !(info.ID == ref || (len(ref) >= 3 && strings.HasPrefix(info.ID, ref))) {
-				return nil
-			}
-			b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-			if err != nil {
-				return nil
-			}
-			if f := strings.Fields(string(b)); len(f) > 0 {
-				if pid, err := strconv.ParseUint(f[0], 10, 32); err == nil {
-					hits = append(hits, hit{uint32(pid), info})
-					return filepath.SkipDir
-				}
-			}
-			return nil
-		})
-	}
-	switch {
-	case len(hits) == 0:
-		return 0, Info{}, fmt.Errorf("%w: %q (looked for runc state in %s and in the cgroup tree)", ErrNotFound, ref, strings.Join(runcRoots, ", "))
-	case len(hits) > 1 && hits[0].info.ID != hits[1].info.ID:
-		return 0, Info{}, fmt.Errorf("container %q is ambiguous: %s, %s", ref, hits[0].info.ID, hits[1].info.ID)
-	}
-	return hits[0].pid, hits[0].info, nil
+	cg.ID = inode(root + path)
+	return cg
 }

@@ -3,45 +3,51 @@
 package container
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/nstrace/nstrace/internal/event"
 )
 
 const id = "3f2a8e8c1b7d4c5e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60"
+const pod = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 
-func TestFromCgroupSamples(t *testing.T) {
+func TestFromCgroupNames(t *testing.T) {
 	cases := []struct {
-		path string
-		want Info
+		name, parent string
+		want         Info
 	}{
 		// Docker, systemd and cgroupfs drivers.
-		{"/system.slice/docker-" + id + ".scope", Info{ID: id, Runtime: "docker"}},
-		{"/docker/" + id, Info{ID: id, Runtime: "docker"}},
-		// containerd CRI under Kubernetes, systemd driver.
-		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice/cri-containerd-" + id + ".scope",
-			Info{ID: id, Runtime: "containerd", PodUID: "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}},
-		// Kubernetes, cgroupfs driver.
-		{"/kubepods/besteffort/pod0a1b2c3d-4e5f-6789-abcd-ef0123456789/" + id,
-			Info{ID: id, Runtime: "kubernetes", PodUID: "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}},
-		{"/kubepods.slice/kubepods-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice/crio-" + id + ".scope",
-			Info{ID: id, Runtime: "cri-o", PodUID: "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}},
-		// CRI-O alone, Podman with systemd and cgroupfs.
-		{"/machine.slice/crio-" + id + ".scope", Info{ID: id, Runtime: "cri-o"}},
-		{"/machine.slice/libpod-" + id + ".scope", Info{ID: id, Runtime: "podman"}},
-		{"/machine.slice/libpod-" + id + ".scope/container", Info{ID: id, Runtime: "podman"}},
-		{"/libpod_parent/libpod-" + id, Info{ID: id, Runtime: "podman"}},
+		{"docker-" + id + ".scope", "system.slice", Info{ID: id, Runtime: "docker"}},
+		{id, "docker", Info{ID: id, Runtime: "docker"}},
+		// containerd's CRI under Kubernetes, systemd driver.
+		{"cri-containerd-" + id + ".scope", "kubepods-burstable-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice",
+			Info{ID: id, Runtime: "containerd", Pod: &event.Pod{UID: pod}}},
+		// Kubernetes, cgroupfs driver: the runtime's state says whose.
+		{id, "pod" + pod, Info{ID: id, Pod: &event.Pod{UID: pod}}},
+		{"crio-" + id + ".scope", "kubepods-pod0a1b2c3d_4e5f_6789_abcd_ef0123456789.slice",
+			Info{ID: id, Runtime: "cri-o", Pod: &event.Pod{UID: pod}}},
+		// CRI-O alone, Podman with systemd (and its nested payload) and cgroupfs.
+		{"crio-" + id + ".scope", "machine.slice", Info{ID: id, Runtime: "cri-o"}},
+		{"libpod-" + id + ".scope", "machine.slice", Info{ID: id, Runtime: "podman"}},
+		{"container", "libpod-" + id + ".scope", Info{ID: id, Runtime: "podman"}},
+		{"libpod-" + id, "libpod_parent", Info{ID: id, Runtime: "podman"}},
 	}
 	for _, c := range cases {
-		got, ok := FromCgroup(c.path)
-		if !ok || got != c.want {
-			t.Errorf("%s:\n got %+v %v\nwant %+v", c.path, got, ok, c.want)
+		got, ok := FromCgroup(Cgroup{Name: c.name, Parent: c.parent})
+		if !ok || got.ID != c.want.ID || got.Runtime != c.want.Runtime || (got.Pod == nil) != (c.want.Pod == nil) ||
+			(got.Pod != nil && *got.Pod != *c.want.Pod) {
+			t.Errorf("%s/%s:\n got %+v %v\nwant %+v", c.parent, c.name, got, ok, c.want)
 		}
 	}
-	for _, p := range []string{"/", "/user.slice/user-1000.slice/session-2.scope", "/system.slice/docker.service",
-		"/machine.slice/libpod-conmon-" + id + ".scope", "/docker/notanid", "/init.scope"} {
-		if got, ok := FromCgroup(p); ok {
-			t.Errorf("%s: recognised as %+v", p, got)
+	for _, cg := range []Cgroup{{}, {Name: "session-2.scope", Parent: "user-1000.slice"}, {Name: "docker.service", Parent: "system.slice"},
+		{Name: "libpod-conmon-" + id + ".scope", Parent: "machine.slice"}, {Name: "notanid", Parent: "docker"}, {Name: "init.scope"},
+		{Name: "mybox"}} {
+		if got, ok := FromCgroup(cg); ok {
+			t.Errorf("%+v: recognised as %+v", cg, got)
 		}
 	}
 }
@@ -50,51 +56,152 @@ func TestShort(t *testing.T) {
 	if s := (&Info{ID: id}).Short(); s != id[:12] {
 		t.Errorf("short id %s", s)
 	}
-	if s := (&Info{ID: "mybox", Name: "mybox"}).Short(); s != "mybox" {
+	if s := (&Info{ID: id, Name: "web"}).Short(); s != "web" {
 		t.Errorf("named %s", s)
+	}
+	if s := (&Info{ID: id, Name: "x", Pod: &event.Pod{Name: "api-1", Container: "app"}}).Short(); s != "api-1/app" {
+		t.Errorf("pod container %s", s)
 	}
 }
 
-func TestScanRuncAndFind(t *testing.T) {
-	root := t.TempDir()
-	runcRoot := filepath.Join(root, "runc")
-	write := func(id, body string) {
-		dir := filepath.Join(runcRoot, id)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
+// fakeHost lays out runtime state under a temp dir.
+type fakeHost struct {
+	t     *testing.T
+	roots Roots
+}
+
+func newFakeHost(t *testing.T) *fakeHost {
+	dir := t.TempDir()
+	return &fakeHost{t: t, roots: Roots{
+		Cgroup2: filepath.Join(dir, "cgroup"),
+		Runc:    []string{filepath.Join(dir, "run", "runc"), filepath.Join(dir, "run", "containerd", "runc", "*"), filepath.Join(dir, "run", "docker", "runtime-runc", "*")},
+		Docker:  filepath.Join(dir, "docker"),
+		Podman:  []string{filepath.Join(dir, "storage", "containers.json")},
+		CRIO:    filepath.Join(dir, "crio"),
+	}}
+}
+
+func (h *fakeHost) write(path string, v any) {
+	h.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	b, _ := json.Marshal(v)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// container makes a cgroup directory and a runc state for it; it returns
+// the cgroup as the kernel would name it.
+func (h *fakeHost) container(stateRoot, cid, cgPath string, annotations map[string]string) Cgroup {
+	h.t.Helper()
+	cgDir := filepath.Join(h.roots.Cgroup2, cgPath)
+	if err := os.MkdirAll(cgDir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	bundle := filepath.Join(filepath.Dir(h.roots.Cgroup2), "bundles", cid)
+	h.write(filepath.Join(bundle, "config.json"), map[string]any{"annotations": annotations})
+	h.write(filepath.Join(stateRoot, cid, "state.json"), map[string]any{
+		"id": cid, "init_process_pid": 4242, "cgroup_paths": map[string]string{"": cgDir},
+		"config": map[string]any{"labels": []string{"bundle=" + bundle}},
+	})
+	return CgroupOfPath(h.roots.Cgroup2, "/"+cgPath)
+}
+
+func TestRegistryRuntimes(t *testing.T) {
+	h := newFakeHost(t)
+	run := filepath.Dir(h.roots.Runc[0])
+	plain := h.container(filepath.Join(run, "runc"), "mybox", "mybox", nil)
+	ctr := h.container(filepath.Join(run, "containerd", "runc", "default"), "job7", "default/job7", nil)
+	dock := h.container(filepath.Join(run, "docker", "runtime-runc", "moby"), id, "docker/"+id, nil)
+	h.write(filepath.Join(h.roots.Docker, id, "config.v2.json"), map[string]any{"Name": "/web", "Config": map[string]any{"Image": "busybox:latest"}})
+	podID := "9" + id[1:]
+	podman := h.container(filepath.Join(run, "runc"), podID, "libpod_parent/libpod-"+podID, nil)
+	h.write(h.roots.Podman[0], []map[string]any{{"id": podID, "names": []string{"pod1"}, "metadata": `{"image-name":"localhost/bb:1"}`}})
+	k8sID := "8" + id[1:]
+	k8s := h.container(filepath.Join(run, "containerd", "runc", "k8s.io"), k8sID,
+		"kubepods/besteffort/pod"+pod+"/"+k8sID, map[string]string{
+			"io.kubernetes.cri.sandbox-name": "api-1", "io.kubernetes.cri.sandbox-namespace": "shop",
+			"io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.image-name": "shop/app:2",
+		})
+
+	r := NewRegistry(h.roots, false)
+	defer r.Close()
+	for _, c := range []struct {
+		cg   Cgroup
+		want Info
+	}{
+		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
+		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
+		{dock, Info{ID: id, Name: "web", Runtime: "docker", Image: "busybox:latest"}},
+		{podman, Info{ID: podID, Name: "pod1", Runtime: "podman", Image: "localhost/bb:1"}},
+		{k8s, Info{ID: k8sID, Runtime: "containerd", Image: "shop/app:2", Pod: &event.Pod{Name: "api-1", Namespace: "shop", UID: pod, Container: "app"}}},
+	} {
+		got := r.Lookup(c.cg)
+		if got == nil || got.ID != c.want.ID || got.Name != c.want.Name || got.Runtime != c.want.Runtime || got.Image != c.want.Image ||
+			(got.Pod == nil) != (c.want.Pod == nil) || (got.Pod != nil && *got.Pod != *c.want.Pod) {
+			t.Errorf("%+v:\n got %+v\nwant %+v", c.cg, got, c.want)
 		}
 	}
-	write("mybox", `{"id":"mybox","init_process_pid":4242,"config":{}}`)
-	write("broken", `{not json`)
-	proc := filepath.Join(root, "proc")
-	if err := os.MkdirAll(filepath.Join(proc, "4242", "ns"), 0o755); err != nil {
+	if c := r.Lookup(Cgroup{ID: 12345, Name: "session-1.scope", Parent: "user.slice"}); c != nil {
+		t.Errorf("a host cgroup in a container: %+v", c)
+	}
+
+	found, err := r.Find("web")
+	if err != nil || len(found) != 1 || found[dock.ID].ID != id {
+		t.Errorf("find by name: %v %v", found, err)
+	}
+	if found, _ := r.Find("myb"); len(found) != 1 || found[plain.ID].Name != "mybox" {
+		t.Errorf("find by id prefix: %v", found)
+	}
+	if found, _ := r.Find("api-1/app"); len(found) != 1 {
+		t.Errorf("find a pod's container: %v", found)
+	}
+	if found, err := r.Find("nope"); err != nil || len(found) != 0 {
+		t.Errorf("a container not there: %v %v", found, err)
+	}
+}
+
+// A container whose state appears after nstrace started is learned from
+// the watch, and still named once its state is gone.
+func TestRegistryWatchesAndRemembers(t *testing.T) {
+	h := newFakeHost(t)
+	run := filepath.Dir(h.roots.Runc[0])
+	if err := os.MkdirAll(filepath.Join(run, "runc"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink("pid:[4026532397]", filepath.Join(proc, "4242", "ns", "pid")); err != nil {
+	r := NewRegistry(h.roots, true)
+	defer r.Close()
+	cg := h.container(filepath.Join(run, "runc"), "quick", "quick", nil)
+	var got *Info
+	for deadline := time.Now().Add(5 * time.Second); got == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got = r.Lookup(cg)
+	}
+	if got == nil || got.Name != "quick" {
+		t.Fatalf("a container created after start: %+v", got)
+	}
+	if err := os.RemoveAll(filepath.Join(run, "runc", "quick")); err != nil {
 		t.Fatal(err)
 	}
-	cs := ScanRunc(proc, []string{runcRoot})
-	if len(cs) != 1 || cs[0].ID != "mybox" || cs[0].InitPID != 4242 || cs[0].PidNS != 4026532397 {
-		t.Fatalf("scan: %+v", cs)
+	if got := r.Lookup(cg); got == nil || got.Name != "quick" {
+		t.Errorf("a container whose state is gone: %+v", got)
 	}
-	r := NewRegistry(proc, []string{runcRoot}, 4026531836)
-	if c := r.Lookup("/", 4026532397); c == nil || c.Name != "mybox" || c.Runtime != "runc" {
-		t.Errorf("lookup by pid ns: %+v", c)
+	// A container come and gone before anyone looked: its state went
+	// with it, the watch saw its directory made.
+	gone := h.container(filepath.Join(run, "runc"), "gone", "gone", nil)
+	if err := os.RemoveAll(filepath.Join(run, "runc", "gone")); err != nil {
+		t.Fatal(err)
 	}
-	if c := r.Lookup("/", 4026531836); c != nil {
-		t.Errorf("host process in a container: %+v", c)
+	if got := r.Lookup(gone); got == nil || got.ID != "gone" || got.Runtime != "runc" {
+		t.Errorf("a container gone before its lookup: %+v", got)
 	}
-	if c := r.Lookup("/docker/"+id, 4026531836); c == nil || c.ID != id {
-		t.Errorf("lookup by cgroup: %+v", c)
+	// A later container in a cgroup of the same path is another cgroup.
+	if err := os.RemoveAll(filepath.Join(h.roots.Cgroup2, "quick")); err != nil {
+		t.Fatal(err)
 	}
-	pid, info, err := Find(proc, "", []string{runcRoot}, "myb")
-	if err != nil || pid != 4242 || info.ID != "mybox" {
-		t.Errorf("find by prefix: %d %+v %v", pid, info, err)
-	}
-	if _, _, err := Find(proc, "", []string{runcRoot}, "nope"); err == nil {
-		t.Error("found a container that is not there")
+	again := h.container(filepath.Join(run, "runc"), "quick2", "quick", nil)
+	if again.ID == cg.ID {
+		t.Skip("the file system reused the inode") // tmpfs may; cgroupfs never does
 	}
 }

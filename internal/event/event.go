@@ -205,17 +205,31 @@ type Event struct {
 	Reason LostReason
 }
 
-// Container names the container a process runs in.
+// Container names the container a process runs in. ID and Runtime come
+// from the kernel's name for the process's cgroup; the rest from the
+// runtime's own records for that ID, which no other container ever has.
 type Container struct {
 	ID      string
-	Name    string // a short name where known (runc's container id)
-	Runtime string // docker, containerd, cri-o, podman, runc, kubernetes
-	PodUID  string // Kubernetes pod, if any
+	Name    string // the runtime's name for it: docker --name, runc's id ...
+	Runtime string // who started it: docker, containerd, cri-o, podman, runc
+	Image   string
+	Pod     *Pod // Kubernetes, if any
 }
 
-// Short is how the human view names the container: its name, or the first
-// 12 characters of its id.
+// Pod is the Kubernetes pod a container belongs to.
+type Pod struct {
+	Name      string
+	Namespace string
+	UID       string
+	Container string // the container's name in the pod spec
+}
+
+// Short is how the human view names the container: pod/container for
+// Kubernetes, else its name, else the first 12 characters of its id.
 func (c *Container) Short() string {
+	if p := c.Pod; p != nil && p.Name != "" && p.Container != "" {
+		return p.Name + "/" + p.Container
+	}
 	if c.Name != "" {
 		return c.Name
 	}

@@ -37,16 +37,20 @@ type world struct {
 	host       ns.Set
 	procs      []procfs.Proc
 	containers *container.Registry
+	cgroup2    string
 }
 
 // Run lists what q asks for under procRoot; host is the host's namespaces.
 func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
+	roots := container.DefaultRoots
+	roots.Cgroup2, _ = procfs.Cgroup2Mount(procRoot + "/self/mountinfo")
 	w := &world{
 		procRoot:   procRoot,
 		mountinfo:  procRoot + "/self/mountinfo",
 		host:       host,
 		procs:      procfs.Procs(procRoot),
-		containers: container.NewRegistry(procRoot, container.RuncRoots, host[ns.Pid]),
+		containers: container.NewRegistry(roots, false),
+		cgroup2:    roots.Cgroup2,
 	}
 	switch {
 	case q.PID != 0:
@@ -58,7 +62,7 @@ func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
 }
 
 func (w *world) containerOf(p procfs.Proc) *event.Container {
-	return w.containers.Lookup(p.Cgroup, p.NS[ns.Pid])
+	return w.containers.Lookup(container.CgroupOfPath(w.cgroup2, p.Cgroup))
 }
 
 // nsRow is one namespace in a listing; JSON keys match the feed's.

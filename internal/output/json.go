@@ -116,17 +116,31 @@ func appendTypes(b []byte, k string, m ns.Mask) []byte {
 func appendContainer(b []byte, c *event.Container) []byte {
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, []byte(c.ID))
-	if c.Name != "" {
-		b = key(b, "name")
-		b = appendJSONString(b, []byte(c.Name))
-	}
-	b = key(b, "runtime")
-	b = appendJSONString(b, []byte(c.Runtime))
-	if c.PodUID != "" {
-		b = key(b, "pod_uid")
-		b = appendJSONString(b, []byte(c.PodUID))
+	b = keyStrOmit(b, "name", c.Name)
+	b = keyStrOmit(b, "runtime", c.Runtime)
+	b = keyStrOmit(b, "image", c.Image)
+	if p := c.Pod; p != nil {
+		b = append(b, `,"pod":{`...)
+		start := len(b)
+		b = keyStrOmit(b, "name", p.Name)
+		b = keyStrOmit(b, "namespace", p.Namespace)
+		b = keyStrOmit(b, "uid", p.UID)
+		b = keyStrOmit(b, "container", p.Container)
+		if len(b) > start {
+			b = append(b[:start], b[start+1:]...) // the first key's comma
+		}
+		b = append(b, '}')
 	}
 	return append(b, '}')
+}
+
+// keyStrOmit writes a string field unless it is empty.
+func keyStrOmit(b []byte, k, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = key(b, k)
+	return appendJSONString(b, []byte(v))
 }
 
 // AppendJSON appends the JSON object for e, without a newline.

@@ -194,6 +194,7 @@ type nstraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceMapSpecs struct {
+	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
 	CgroupsSent  *ebpf.MapSpec `ebpf:"cgroups_sent"`
 	CloneFlags   *ebpf.MapSpec `ebpf:"clone_flags"`
 	CloneUnnoted *ebpf.MapSpec `ebpf:"clone_unnoted"`
@@ -210,6 +211,7 @@ type nstraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceVariableSpecs struct {
+	NstFilterCgroup   *ebpf.VariableSpec `ebpf:"nst_filter_cgroup"`
 	NstFilterNs       *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
 	NstFilterPids     *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
 	NstFollow         *ebpf.VariableSpec `ebpf:"nst_follow"`
@@ -261,6 +263,7 @@ func (o *nstraceObjects) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceMaps struct {
+	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
 	CgroupsSent  *ebpf.Map `ebpf:"cgroups_sent"`
 	CloneFlags   *ebpf.Map `ebpf:"clone_flags"`
 	CloneUnnoted *ebpf.Map `ebpf:"clone_unnoted"`
@@ -275,6 +278,7 @@ type nstraceMaps struct {
 
 func (m *nstraceMaps) Close() error {
 	return _NstraceClose(
+		m.CgroupFilter,
 		m.CgroupsSent,
 		m.CloneFlags,
 		m.CloneUnnoted,
@@ -292,6 +296,7 @@ func (m *nstraceMaps) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceVariables struct {
+	NstFilterCgroup   *ebpf.Variable `ebpf:"nst_filter_cgroup"`
 	NstFilterNs       *ebpf.Variable `ebpf:"nst_filter_ns"`
 	NstFilterPids     *ebpf.Variable `ebpf:"nst_filter_pids"`
 	NstFollow         *ebpf.Variable `ebpf:"nst_follow"`

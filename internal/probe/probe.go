@@ -97,6 +97,9 @@ type Filter struct {
 	// Namespaces, if not empty, reports only processes with one of these
 	// namespaces.
 	Namespaces []NSRef
+	// Cgroups, if not empty, reports only processes in one of these
+	// cgroups (v2 ids) or below one.
+	Cgroups []uint64
 }
 
 // NSRef is a namespace inode and the types under which it counts.
@@ -120,7 +123,7 @@ func (l *Losses) Total() uint64 {
 // loadedMaps are the maps the loader touches; a map the chosen programs
 // do not use is not created, and is nil here.
 type loadedMaps struct {
-	events, traced, nsFilter, cgroupsSent, pending, cloneFlags *ebpf.Map
+	events, traced, nsFilter, cgroupFilter, cgroupsSent, pending, cloneFlags *ebpf.Map
 }
 
 // Probe is a loaded and attached set of nstrace programs.
@@ -272,7 +275,7 @@ func Open(opts Options) (_ *Probe, err error) {
 		return nil, loadError(err, opts.Debug)
 	}
 	m := func(s *ebpf.MapSpec) *ebpf.Map { return p.coll.Maps[s.Name] }
-	p.maps = loadedMaps{m(ms.Events), m(ms.Traced), m(ms.NsFilter), m(ms.CgroupsSent), m(ms.Pending), m(ms.CloneFlags)}
+	p.maps = loadedMaps{m(ms.Events), m(ms.Traced), m(ms.NsFilter), m(ms.CgroupFilter), m(ms.CgroupsSent), m(ms.Pending), m(ms.CloneFlags)}
 	if err := p.coll.Assign(&p.vars); err != nil {
 		return nil, fmt.Errorf("reading the loaded variables: %w", err)
 	}
@@ -294,6 +297,11 @@ func Open(opts Options) (_ *Probe, err error) {
 	for _, r := range opts.Filter.Namespaces {
 		if err := p.maps.nsFilter.Update(uint32(r.Inode), uint32(r.Types), ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("setting the namespace filter: %w", err)
+		}
+	}
+	for _, id := range opts.Filter.Cgroups {
+		if err := p.maps.cgroupFilter.Update(id, uint8(1), ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("setting the cgroup filter: %w", err)
 		}
 	}
 	p.dec.forget = p.forgetCgroups
@@ -490,6 +498,7 @@ func configure(s *nstraceSpecs, opts Options) error {
 		{v.NstFilterPids, b2u(f.Tracked)},
 		{v.NstFollow, b2u(f.Follow)},
 		{v.NstFilterNs, b2u(len(f.Namespaces) > 0)},
+		{v.NstFilterCgroup, b2u(len(f.Cgroups) > 0)},
 	}); err != nil {
 		return err
 	}

@@ -108,8 +108,9 @@ type Scope struct {
 }
 
 // KernelFilter resolves the scope into what the kernel filters: the
-// traced set, and namespace references. host is the host's namespaces.
-func (s *Scope) KernelFilter(procRoot string, host ns.Set) (probe.Filter, error) {
+// traced set, namespace references, and containers' cgroups. host is the
+// host's namespaces.
+func (s *Scope) KernelFilter(procRoot string, host ns.Set, containers *container.Registry) (probe.Filter, error) {
 	var f probe.Filter
 	if len(s.PIDs) > 0 {
 		for _, pid := range s.PIDs {
@@ -160,26 +161,25 @@ func (s *Scope) KernelFilter(procRoot string, host ns.Set) (probe.Filter, error)
 			}
 		}
 	}
-	cgroupRoot := ""
-	if len(s.Containers) > 0 {
-		cgroupRoot, _ = procfs.Cgroup2Mount(procRoot + "/self/mountinfo")
-	}
-	for _, ref := range s.Containers {
-		pid, _, err := container.Find(procRoot, cgroupRoot, container.RuncRoots, ref)
-		if err != nil {
-			return f, fmt.Errorf("--container: %w", err)
+	if len(s.Containers) > 0 && containers != nil {
+		// In the kernel by cgroup, when every container named runs now;
+		// a name given before its container starts is matched in user
+		// space, on every event.
+		var ids []uint64
+		for _, ref := range s.Containers {
+			found, err := containers.Find(ref)
+			if err != nil {
+				return f, fmt.Errorf("--container: %w", err)
+			}
+			if len(found) == 0 {
+				ids = nil
+				break
+			}
+			for id := range found {
+				ids = append(ids, id)
+			}
 		}
-		set, err := procfs.ReadPIDNS(procRoot, pid)
-		if err != nil {
-			return f, fmt.Errorf("--container %s: %w", ref, err)
-		}
-		// A container is its pid namespace; one sharing the host's is
-		// told by its mount namespace.
-		t := ns.Pid
-		if set[t] == host[t] {
-			t = ns.Mnt
-		}
-		refs[set[t]] |= ns.MaskOf(t)
+		f.Cgroups = ids
 	}
 	for ino, m := range refs {
 		f.Namespaces = append(f.Namespaces, probe.NSRef{Inode: ino, Types: m})
@@ -190,20 +190,40 @@ func (s *Scope) KernelFilter(procRoot string, host ns.Set) (probe.Filter, error)
 // UserFilter is what the kernel does not filter: cheap checks on events
 // already decoded.
 type UserFilter struct {
-	comms     []string
-	host      ns.Set
-	onlyHost  bool
-	notHost   bool
-	nsChanges bool
+	containers []string
+	comms      []string
+	host       ns.Set
+	onlyHost   bool
+	notHost    bool
+	nsChanges  bool
 }
 
 // UserFilter returns the scope's checks left to user space.
 func (s *Scope) UserFilter(host ns.Set) *UserFilter {
-	return &UserFilter{comms: s.Comms, host: host, onlyHost: s.OnlyHost, notHost: s.NotHost, nsChanges: s.NSChanges}
+	return &UserFilter{containers: s.Containers, comms: s.Comms, host: host, onlyHost: s.OnlyHost, notHost: s.NotHost, nsChanges: s.NSChanges}
 }
 
-// Pass reports whether e is in scope.
+// Pass reports whether e is in scope; e's container must be decorated.
 func (f *UserFilter) Pass(e *event.Event) bool {
+	return f.PassUndecorated(e) && f.PassDecorated(e)
+}
+
+// PassDecorated runs the checks that need e's container.
+func (f *UserFilter) PassDecorated(e *event.Event) bool {
+	if len(f.containers) > 0 {
+		for _, ref := range f.containers {
+			if container.Match(e.Container, ref) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// PassUndecorated runs the checks that need nothing beyond what the
+// kernel sent: they come first, so that events they drop cost no lookup.
+func (f *UserFilter) PassUndecorated(e *event.Event) bool {
 	if len(f.comms) > 0 {
 		found := false
 		for _, c := range f.comms {

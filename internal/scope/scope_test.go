@@ -88,7 +88,7 @@ func TestParsePIDs(t *testing.T) {
 func TestKernelFilter(t *testing.T) {
 	host := ns.Set{1, 2, 3, 4, 5, 5, 6, 6, 7, 8}
 	s := Scope{NS: []NSSpec{{AnyType: true, Inode: 77}, {Type: ns.Net, Inode: 78}, {Type: ns.UTS, Inode: 78}}, PIDs: []uint32{uint32(os.Getpid())}, Follow: true}
-	f, err := s.KernelFilter(procfs.Root, host)
+	f, err := s.KernelFilter(procfs.Root, host, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestKernelFilter(t *testing.T) {
 	if len(got) != 2 || got[77] != ns.All || got[78] != ns.MaskOf(ns.Net, ns.UTS) {
 		t.Errorf("namespace references %v", got)
 	}
-	if _, err := (&Scope{PIDs: []uint32{MaxPID}}).KernelFilter(procfs.Root, host); err == nil || !strings.Contains(err.Error(), "no such process") {
+	if _, err := (&Scope{PIDs: []uint32{MaxPID}}).KernelFilter(procfs.Root, host, nil); err == nil || !strings.Contains(err.Error(), "no such process") {
 		t.Errorf("a missing --pid: %v", err)
 	}
 }

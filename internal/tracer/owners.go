@@ -28,11 +28,10 @@ import (
 // live namespace (its process's link, or its mount's inode) before it is
 // given.
 type owners struct {
-	procRoot string
-	host     ns.Set
-	// containers is the scanner's own: the registry is not shared
-	// between goroutines.
+	procRoot   string
+	host       ns.Set
 	containers *container.Registry
+	cgroup2    string
 
 	mu       sync.Mutex
 	index    map[ownerKey]owner
@@ -55,9 +54,8 @@ type owner struct {
 
 const ownersRescanEvery = 250 * time.Millisecond
 
-func newOwners(procRoot string, host ns.Set, runcHostPidNS uint64) *owners {
-	o := &owners{procRoot: procRoot, host: host, index: map[ownerKey]owner{}}
-	o.containers = container.NewRegistry(procRoot, container.RuncRoots, runcHostPidNS)
+func newOwners(procRoot string, host ns.Set, containers *container.Registry, cgroup2 string) *owners {
+	o := &owners{procRoot: procRoot, host: host, containers: containers, cgroup2: cgroup2, index: map[ownerKey]owner{}}
 	o.rescan()
 	return o
 }
@@ -127,7 +125,7 @@ func (o *owners) rescan() {
 func (o *owners) scan() map[ownerKey]owner {
 	procs := procfs.Procs(o.procRoot)
 	containerOf := func(p procfs.Proc) string {
-		if c := o.containers.Lookup(p.Cgroup, p.NS[ns.Pid]); c != nil {
+		if c := o.containers.Lookup(container.CgroupOfPath(o.cgroup2, p.Cgroup)); c != nil {
 			return c.Short()
 		}
 		return ""

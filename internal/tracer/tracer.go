@@ -126,8 +126,12 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 		}
 	}
 	s.host = host
+	roots := container.DefaultRoots
+	roots.Cgroup2, _ = procfs.Cgroup2Mount(procfs.Root + "/self/mountinfo")
+	s.containers = container.NewRegistry(roots, true)
+	s.closers = append(s.closers, s.containers.Close)
 	cfg.Scope.Command = len(cfg.Command) > 0
-	filter, err := cfg.Scope.KernelFilter(procfs.Root, host)
+	filter, err := cfg.Scope.KernelFilter(procfs.Root, host, s.containers)
 	if err != nil {
 		return nil, err
 	}
@@ -153,8 +157,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 
 	s.cgroups = procfs.NewCgroups("")
 	s.closers = append(s.closers, s.cgroups.Close)
-	s.containers = container.NewRegistry(procfs.Root, container.RuncRoots, s.host[ns.Pid])
-	s.owners = newOwners(procfs.Root, s.host, s.host[ns.Pid])
+	s.owners = newOwners(procfs.Root, s.host, s.containers, roots.Cgroup2)
 
 	if cfg.MetricsAddr != "" {
 		s.metrics = metrics.New(source{s}, version.Get(probe.ObjectSHA256()))
@@ -359,16 +362,21 @@ func (s *Session) handle(e *event.Event) error {
 			return err
 		}
 	}
-	// Filter first: the filters need no decoration.
-	if e.Kind == event.Lost || s.filter.Pass(e) {
-		s.decorate(e)
-		if err := s.w.Write(e); err != nil {
-			return err
-		}
-		if e.Kind != event.Lost {
-			s.seen++
-			s.metrics.Event(e)
-		}
+	// Filter first what needs no decoration: decoration costs lookups.
+	lost := e.Kind == event.Lost
+	if !lost && !s.filter.PassUndecorated(e) {
+		return nil
+	}
+	s.decorate(e)
+	if !lost && !s.filter.PassDecorated(e) {
+		return nil
+	}
+	if err := s.w.Write(e); err != nil {
+		return err
+	}
+	if !lost {
+		s.seen++
+		s.metrics.Event(e)
 	}
 	return nil
 }
@@ -388,7 +396,7 @@ func (s *Session) endBatch() error {
 // namespace a setns entered.
 func (s *Session) decorate(e *event.Event) {
 	e.Cgroup = s.cgroups.Path(e.CgroupID)
-	e.Container = s.containers.Lookup(e.Cgroup, e.NS[ns.Pid])
+	e.Container = s.containers.Lookup(container.Cgroup{ID: e.CgroupID, Name: e.CgroupName, Parent: e.CgroupParent})
 	switch e.Kind {
 	case event.Setns:
 		if t, ok := ns.OfCloneFlag(e.TargetType); ok && e.TargetNS != 0 {

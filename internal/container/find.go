@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package container
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Match reports whether ref names c: its id, an id prefix of at least 3
+// characters, its name, or for Kubernetes pod/container or its pod.
+func Match(c *Info, ref string) bool {
+	if c == nil || ref == "" {
+		return false
+	}
+	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && strings.HasPrefix(c.ID, ref)) {
+		return true
+	}
+	if p := c.Pod; p != nil && p.Name != "" {
+		return ref == p.Name || ref == p.Name+"/"+p.Container || ref == p.Namespace+"/"+p.Name
+	}
+	return false
+}
+
+// Find lists the running containers ref names, by cgroup id. None is no
+// error: the container may not have started yet. Two different
+// containers for one name are.
+func (r *Registry) Find(ref string) (map[uint64]Info, error) {
+	found := map[uint64]Info{}
+	ids := map[string]bool{}
+	for cg, c := range r.Containers() {
+		if Match(&c, ref) {
+			found[cg] = c
+			ids[c.ID] = true
+		}
+	}
+	if len(ids) > 1 && !isPodRef(found, ref) {
+		var list []string
+		for id := range ids {
+			list = append(list, id)
+		}
+		sort.Strings(list)
+		return nil, fmt.Errorf("container %q is ambiguous: %s", ref, strings.Join(list, ", "))
+	}
+	return found, nil
+}
+
+// isPodRef: a pod's name stands for all its containers.
+func isPodRef(found map[uint64]Info, ref string) bool {
+	for _, c := range found {
+		if c.Pod == nil || (ref != c.Pod.Name && ref != c.Pod.Namespace+"/"+c.Pod.Name) {
+			return false
+		}
+	}
+	return true
+}

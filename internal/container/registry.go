@@ -1,0 +1,397 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package container
+
+import (
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/internal/event"
+)
+
+// Registry attributes events to containers. It keeps an index of the
+// containers in runc's state (every runtime here runs its containers
+// with runc), by cgroup id, learned the moment a runtime writes a
+// container's state.json (inotify), so that a container that is gone by
+// the time its events are read is still named. It is safe for use by
+// several goroutines.
+type Registry struct {
+	roots Roots
+
+	mu        sync.Mutex
+	byCgroup  map[uint64]*Info     // answers given, nil for no container
+	firstSeen map[uint64]time.Time // cgroups not (yet) known as containers
+	index     map[uint64]*Info     // runc state, by cgroup id
+	byID      map[string]*Info     // runc state, by container id
+	seenState map[string]bool      // state.json files read
+	created   map[string]bool      // container directories the watch saw made
+	watch     *watcher
+}
+
+const (
+	// registryMax bounds each of the registry's tables: past it, the
+	// oldest answers are dropped and asked again if needed.
+	registryMax = 8192
+	// youngFor is how long a new cgroup that looks like no container is
+	// asked about again: a runtime writes its state a moment after it
+	// moved the container's first process in.
+	youngFor = 2 * time.Second
+)
+
+// NewRegistry reads the runtimes' state under roots and, if watch is set,
+// follows it as it changes. Close stops following.
+func NewRegistry(roots Roots, watch bool) *Registry {
+	r := &Registry{roots: roots, byCgroup: map[uint64]*Info{}, firstSeen: map[uint64]time.Time{},
+		index: map[uint64]*Info{}, byID: map[string]*Info{}, seenState: map[string]bool{}, created: map[string]bool{}}
+	if watch {
+		r.watch = newWatcher(r)
+	}
+	r.mu.Lock()
+	r.scanLocked()
+	r.mu.Unlock()
+	return r
+}
+
+// Close stops following the runtimes' state.
+func (r *Registry) Close() {
+	if r.watch != nil {
+		r.watch.close()
+	}
+}
+
+// Any reports whether any container is known.
+func (r *Registry) Any() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.index) > 0
+}
+
+// Lookup returns the container of a process in cgroup cg, or nil.
+func (r *Registry) Lookup(cg Cgroup) *Info {
+	if cg.ID == 0 && cg.Name == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cg.ID != 0 {
+		if c, ok := r.byCgroup[cg.ID]; ok {
+			return c
+		}
+	}
+	c := r.identifyLocked(cg)
+	if c == nil && cg.ID != 0 {
+		// Not a container, or not yet in the runtime's state: ask again
+		// for a short while before taking no for an answer.
+		first, ok := r.firstSeen[cg.ID]
+		if !ok {
+			first = time.Now()
+			r.remember(r.firstSeen, cg.ID, first)
+		}
+		if time.Since(first) < youngFor {
+			return nil
+		}
+		delete(r.firstSeen, cg.ID)
+	}
+	if cg.ID != 0 {
+		r.remember(r.byCgroup, cg.ID, c)
+	}
+	return c
+}
+
+// remember stores v under k, dropping the table first when it is full.
+func (r *Registry) remember(m any, k uint64, v any) {
+	switch m := m.(type) {
+	case map[uint64]*Info:
+		if len(m) >= registryMax {
+			clear(m)
+		}
+		m[k] = v.(*Info)
+	case map[uint64]time.Time:
+		if len(m) >= registryMax {
+			clear(m)
+		}
+		m[k] = v.(time.Time)
+	}
+}
+
+// identifyLocked names cg's container: the runc index first (it knows
+// runc's own and containerd's containers, whatever their cgroups' names),
+// then the runtimes' cgroup names. A miss in the index for a cgroup no
+// runtime named rescans the state files, in case the watch missed them.
+func (r *Registry) identifyLocked(cg Cgroup) *Info {
+	if c := r.index[cg.ID]; c != nil && cg.ID != 0 {
+		return c
+	}
+	byName, named := FromCgroup(cg)
+	if !named && cg.ID != 0 {
+		// The watch may not have read the runtime's newest state yet.
+		if r.watch != nil {
+			r.applyLocked(r.watch.drain())
+		}
+		r.scanLocked()
+		if c := r.index[cg.ID]; c != nil {
+			return c
+		}
+		if c := r.createdLocked(cg); c != nil {
+			return c
+		}
+	}
+	if !named {
+		return nil
+	}
+	c := byName
+	if known := r.byID[c.ID]; known != nil {
+		// The same container, seen through runc's state: its runtime as
+		// the cgroup names it, its pod as either says.
+		merged := *known
+		if c.Runtime != "" {
+			merged.Runtime = c.Runtime
+		}
+		merged.Pod = mergePod(merged.Pod, c.Pod)
+		c = merged
+	}
+	if c.Runtime == "" {
+		return nil // a pod's container no runtime's state knows: unsure
+	}
+	r.roots.describe(&c)
+	return &c
+}
+
+// scanLocked reads every runc state file not read before.
+func (r *Registry) scanLocked() {
+	for _, pattern := range r.roots.Runc {
+		states, _ := filepath.Glob(filepath.Join(pattern, "*", "state.json"))
+		for _, path := range states {
+			if !r.seenState[path] {
+				r.readStateLocked(path)
+			}
+		}
+	}
+}
+
+// readStateLocked indexes one state.json.
+func (r *Registry) readStateLocked(path string) {
+	rc, ok := readRuncState(&r.roots, path)
+	if !ok || rc.cgroup.ID == 0 {
+		return
+	}
+	if len(r.seenState) >= registryMax {
+		clear(r.seenState)
+	}
+	r.seenState[path] = true
+	c := rc.info
+	// A runtime that names its cgroups (Podman, CRI-O, Docker) says
+	// whose the container is better than the state's place does.
+	if byName, ok := FromCgroup(rc.cgroup); ok && byName.ID == c.ID {
+		if byName.Runtime != "" {
+			c.Runtime = byName.Runtime
+		}
+		c.Pod = mergePod(c.Pod, byName.Pod)
+	}
+	if c.Runtime == "containerd" && c.Pod == nil {
+		c.Name = c.ID // ctr: the id is the name given
+	}
+	r.roots.describe(&c)
+	if len(r.index) >= registryMax {
+		clear(r.index)
+		clear(r.byID)
+	}
+	r.index[rc.cgroup.ID] = &c
+	r.byID[c.ID] = &c
+	delete(r.byCgroup, rc.cgroup.ID)
+}
+
+// Containers lists the containers the index knows, with their cgroup ids.
+func (r *Registry) Containers() map[uint64]Info {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.scanLocked()
+	out := make(map[uint64]Info, len(r.index))
+	for id, c := range r.index {
+		out[id] = *c
+	}
+	return out
+}
+
+// watcher follows the runc state roots with inotify: a new namespace
+// directory, a new container directory, a state.json written. A state
+// read late (the container came and went) is gone; the directory's name,
+// which the event itself carries, is not.
+type watcher struct {
+	fd   int
+	mu   sync.Mutex
+	dirs map[int32]string
+	buf  []byte
+}
+
+// change is what the watch saw: state files to read, directories made.
+type change struct {
+	states, created []string
+}
+
+const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_CLOSE_WRITE
+
+func newWatcher(r *Registry) *watcher {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	w := &watcher{fd: fd, dirs: map[int32]string{}, buf: make([]byte, 64<<10)}
+	for _, pattern := range r.roots.Runc {
+		// Watch the deepest existing directory above the pattern's
+		// wildcard, and everything below it that exists.
+		base := pattern
+		if i := strings.IndexByte(pattern, '*'); i >= 0 {
+			base = filepath.Dir(pattern[:i])
+		}
+		w.add(base)
+		matches, _ := filepath.Glob(pattern)
+		for _, m := range matches {
+			w.add(m)
+			subs, _ := filepath.Glob(filepath.Join(m, "*"))
+			for _, s := range subs {
+				w.add(s)
+			}
+		}
+	}
+	go w.run(r)
+	return w
+}
+
+func (w *watcher) add(dir string) {
+	wd, err := unix.InotifyAddWatch(w.fd, dir, watchMask)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	w.dirs[int32(wd)] = dir
+	w.mu.Unlock()
+}
+
+func (w *watcher) close() { unix.Close(w.fd) }
+
+// run applies what the watch sees as it comes, so that a state file is
+// read while it exists; it ends when the watcher is closed.
+func (w *watcher) run(r *Registry) {
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			return
+		}
+		if fds[0].Revents&(unix.POLLNVAL|unix.POLLERR) != 0 {
+			return
+		}
+		ch := w.drain()
+		r.mu.Lock()
+		r.applyLocked(ch)
+		r.mu.Unlock()
+	}
+}
+
+// drain reads every event queued now; a new directory is watched in turn.
+func (w *watcher) drain() change {
+	var ch change
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		n, err := unix.Read(w.fd, w.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return ch
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&w.buf[off]))
+			name := cstr(w.buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)])
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			dir, ok := w.dirs[ev.Wd]
+			if !ok || name == "" {
+				continue
+			}
+			path := filepath.Join(dir, name)
+			switch {
+			case ev.Mask&unix.IN_ISDIR != 0:
+				if wd, err := unix.InotifyAddWatch(w.fd, path, watchMask); err == nil {
+					w.dirs[int32(wd)] = path
+				}
+				ch.created = append(ch.created, path)
+				ch.states = append(ch.states, filepath.Join(path, "state.json"))
+			case name == "state.json":
+				ch.states = append(ch.states, path)
+			}
+		}
+	}
+}
+
+// applyLocked indexes the state files the watch saw and notes the
+// directories made.
+func (r *Registry) applyLocked(ch change) {
+	for _, d := range ch.created {
+		if len(r.created) >= registryMax {
+			clear(r.created)
+		}
+		r.created[d] = true
+	}
+	for _, st := range ch.states {
+		delete(r.seenState, st)
+		r.readStateLocked(st)
+	}
+}
+
+// createdLocked names a container from the directories the watch saw a
+// runtime make, when its state is gone: a runc container is named after
+// its directory, and so is its cgroup, directly under the root (plain
+// runc) or under its containerd namespace.
+func (r *Registry) createdLocked(cg Cgroup) *Info {
+	for _, pattern := range r.roots.Runc {
+		dir := pattern
+		if strings.HasSuffix(pattern, "/*") {
+			if cg.Parent == "" {
+				continue
+			}
+			dir = filepath.Join(filepath.Dir(pattern), cg.Parent)
+		} else if cg.Parent != "" {
+			continue
+		}
+		if r.created[filepath.Join(dir, cg.Name)] {
+			c := Info{ID: cg.Name, Name: cg.Name, Runtime: runtimeOfRoot(dir)}
+			if c.Runtime == "docker" {
+				c.Name = ""
+				r.roots.describe(&c)
+			}
+			return &c
+		}
+	}
+	return nil
+}
+
+func cstr(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+// mergePod combines what two sources say of a pod: the annotations know
+// its name, the cgroup its uid.
+func mergePod(a, b *event.Pod) *event.Pod {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	m := *a
+	if m.UID == "" {
+		m.UID = b.UID
+	}
+	return &m
+}

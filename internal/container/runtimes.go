@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package container
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/internal/event"
+)
+
+// Roots are where the runtimes keep their state on disk.
+type Roots struct {
+	// Cgroup2 is the cgroup v2 hierarchy's mount point.
+	Cgroup2 string
+	// Runc are runc state roots (globs), each holding ID/state.json: plain
+	// runc's, containerd's per namespace, Docker's.
+	Runc []string
+	// Docker holds ID/config.v2.json.
+	Docker string
+	// Podman holds containers.json (containers/storage).
+	Podman []string
+	// CRIO holds ID/userdata/config.json.
+	CRIO string
+}
+
+// DefaultRoots are the runtimes' usual places; Cgroup2 is found at start.
+var DefaultRoots = Roots{
+	Runc:   []string{"/run/runc", "/run/containerd/runc/*", "/run/docker/runtime-runc/*"},
+	Docker: "/var/lib/docker/containers",
+	Podman: []string{"/var/lib/containers/storage/overlay-containers/containers.json", "/run/containers/storage/overlay-containers/containers.json"},
+	CRIO:   "/run/containers/storage/overlay-containers",
+}
+
+// runcState is the part of runc's state.json nstrace reads.
+type runcState struct {
+	ID          string            `json:"id"`
+	InitPID     int               `json:"init_process_pid"`
+	CgroupPaths map[string]string `json:"cgroup_paths"`
+	Config      struct {
+		Labels []string `json:"labels"`
+	} `json:"config"`
+}
+
+// bundle is the runc bundle directory its creator recorded.
+func (s *runcState) bundle() string {
+	for _, l := range s.Config.Labels {
+		if b, ok := strings.CutPrefix(l, "bundle="); ok {
+			return b
+		}
+	}
+	return ""
+}
+
+// runtimeOfRoot says who starts containers whose runc state is in dir:
+// containerd's namespace "moby" is Docker's.
+func runtimeOfRoot(dir string) string {
+	switch {
+	case strings.Contains(dir, "/docker/"), strings.HasSuffix(dir, "/containerd/runc/moby"):
+		return "docker"
+	case strings.Contains(dir, "/containerd/"):
+		return "containerd"
+	}
+	return "runc"
+}
+
+// runcContainer is a container found in runc's state.
+type runcContainer struct {
+	info    Info
+	cgroup  Cgroup // its cgroup v2, named as the kernel names it
+	initPID uint32
+}
+
+// readRuncState reads one state.json into what nstrace needs, with the
+// bundle's annotations (Kubernetes pods).
+func readRuncState(r *Roots, path string) (runcContainer, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return runcContainer{}, false
+	}
+	var st runcState
+	if json.Unmarshal(b, &st) != nil || st.ID == "" {
+		return runcContainer{}, false
+	}
+	dir := filepath.Dir(filepath.Dir(path))
+	rc := runcContainer{info: Info{ID: st.ID, Runtime: runtimeOfRoot(dir)}, initPID: uint32(st.InitPID)}
+	if p := st.CgroupPaths[""]; p != "" {
+		rc.cgroup = Cgroup{ID: inode(p), Name: filepath.Base(p)}
+		if parent := filepath.Dir(p); parent != r.Cgroup2 && parent != "/" {
+			rc.cgroup.Parent = filepath.Base(parent)
+		}
+	}
+	if rc.info.Runtime == "runc" {
+		rc.info.Name = st.ID
+	}
+	if bundle := st.bundle(); bundle != "" {
+		annotate(&rc.info, filepath.Join(bundle, "config.json"))
+	}
+	return rc, true
+}
+
+// inode is a path's inode number (a cgroup directory's is its id), or 0.
+func inode(path string) uint64 {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// ociConfig is the part of an OCI bundle's config.json nstrace reads.
+type ociConfig struct {
+	Annotations map[string]string `json:"annotations"`
+}
+
+// Kubernetes' annotations, as containerd's CRI plugin and CRI-O write them.
+var (
+	podNameKeys      = []string{"io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"}
+	podNamespaceKeys = []string{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"}
+	podUIDKeys       = []string{"io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"}
+	containerKeys    = []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name"}
+	imageKeys        = []string{"io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"}
+)
+
+func first(m map[string]string, keys []string) string {
+	for _, k := range keys {
+		if v := m[k]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// annotate adds what an OCI config's annotations say: the pod, the
+// container's name in it, the image.
+func annotate(c *Info, configPath string) {
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		return
+	}
+	var cfg ociConfig
+	if json.Unmarshal(b, &cfg) != nil {
+		return
+	}
+	a := cfg.Annotations
+	if name := first(a, podNameKeys); name != "" {
+		if c.Pod == nil {
+			c.Pod = &event.Pod{}
+		}
+		c.Pod.Name = name
+		c.Pod.Namespace = first(a, podNamespaceKeys)
+		if uid := first(a, podUIDKeys); uid != "" {
+			c.Pod.UID = uid
+		}
+		c.Pod.Container = first(a, containerKeys)
+	}
+	if img := first(a, imageKeys); img != "" && c.Image == "" {
+		c.Image = img
+	}
+}
+
+// dockerConfig is the part of Docker's config.v2.json nstrace reads.
+type dockerConfig struct {
+	Name   string `json:"Name"`
+	Config struct {
+		Image string `json:"Image"`
+	} `json:"Config"`
+}
+
+// podmanContainer is one entry of containers/storage's containers.json.
+type podmanContainer struct {
+	ID       string   `json:"id"`
+	Names    []string `json:"names"`
+	Metadata string   `json:"metadata"`
+}
+
+// describe adds what the runtime's own records say of c.ID: its name and
+// image (Docker, Podman), its pod (CRI-O).
+func (r *Roots) describe(c *Info) {
+	switch c.Runtime {
+	case "docker":
+		var cfg dockerConfig
+		if b, err := os.ReadFile(filepath.Join(r.Docker, c.ID, "config.v2.json")); err == nil && json.Unmarshal(b, &cfg) == nil {
+			c.Name = strings.TrimPrefix(cfg.Name, "/")
+			c.Image = cfg.Config.Image
+		}
+	case "podman":
+		for _, path := range r.Podman {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			var list []podmanContainer
+			if json.Unmarshal(b, &list) != nil {
+				continue
+			}
+			for _, p := range list {
+				if p.ID != c.ID {
+					continue
+				}
+				if len(p.Names) > 0 {
+					c.Name = p.Names[0]
+				}
+				var meta struct {
+					ImageName string `json:"image-name"`
+				}
+				if json.Unmarshal([]byte(p.Metadata), &meta) == nil && meta.ImageName != "" {
+					c.Image = meta.ImageName
+				}
+				return
+			}
+		}
+	case "cri-o":
+		annotate(c, filepath.Join(r.CRIO, c.ID, "userdata", "config.json"))
+	}
+}
