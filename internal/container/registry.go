@@ -25,7 +25,7 @@ type Registry struct {
 
 	mu        sync.Mutex
 	byCgroup  map[uint64]*Info     // answers given, nil for no container
-	firstSeen map[uint64]time.Time // cgroups not (yet) known as containers
+	firstSeen map[uint64]asked    // cgroups not (yet) known as containers
 	index     map[uint64]*Info     // runc state, by cgroup id
 	byID      map[string]*Info     // runc state, by container id
 	seenState map[string]bool      // state.json files read
@@ -41,12 +41,16 @@ const (
 	// asked about again: a runtime writes its state a moment after it
 	// moved the container's first process in.
 	youngFor = 2 * time.Second
+	askEvery = 20 * time.Millisecond
 )
+
+// asked is when a cgroup was first and last asked about.
+type asked struct{ first, last time.Time }
 
 // NewRegistry reads the runtimes' state under roots and, if watch is set,
 // follows it as it changes. Close stops following.
 func NewRegistry(roots Roots, watch bool) *Registry {
-	r := &Registry{roots: roots, byCgroup: map[uint64]*Info{}, firstSeen: map[uint64]time.Time{},
+	r := &Registry{roots: roots, byCgroup: map[uint64]*Info{}, firstSeen: map[uint64]asked{},
 		index: map[uint64]*Info{}, byID: map[string]*Info{}, seenState: map[string]bool{}, created: map[string]bool{}}
 	if watch {
 		r.watch = newWatcher(r)
@@ -83,16 +87,27 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 			return c
 		}
 	}
+	// A cgroup not (yet) known as a container is asked about again at
+	// most every askEvery, for youngFor: its events do not each pay a
+	// look at the runtimes' state.
+	now := time.Now()
+	first, asked := r.firstSeen[cg.ID]
+	if asked && now.Sub(first.last) < askEvery && now.Sub(first.first) < youngFor {
+		return nil
+	}
 	c := r.identifyLocked(cg)
 	if c == nil && cg.ID != 0 {
 		// Not a container, or not yet in the runtime's state: ask again
 		// for a short while before taking no for an answer.
-		first, ok := r.firstSeen[cg.ID]
-		if !ok {
-			first = time.Now()
-			r.remember(r.firstSeen, cg.ID, first)
+		if !asked {
+			first.first = now
 		}
-		if time.Since(first) < youngFor {
+		first.last = now
+		if now.Sub(first.first) < youngFor {
+			if len(r.firstSeen) >= registryMax {
+				clear(r.firstSeen)
+			}
+			r.firstSeen[cg.ID] = first
 			return nil
 		}
 		delete(r.firstSeen, cg.ID)
@@ -103,20 +118,12 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 	return c
 }
 
-// remember stores v under k, dropping the table first when it is full.
-func (r *Registry) remember(m any, k uint64, v any) {
-	switch m := m.(type) {
-	case map[uint64]*Info:
-		if len(m) >= registryMax {
-			clear(m)
-		}
-		m[k] = v.(*Info)
-	case map[uint64]time.Time:
-		if len(m) >= registryMax {
-			clear(m)
-		}
-		m[k] = v.(time.Time)
+// remember stores c under k, dropping the table first when it is full.
+func (r *Registry) remember(m map[uint64]*Info, k uint64, c *Info) {
+	if len(m) >= registryMax {
+		clear(m)
 	}
+	m[k] = c
 }
 
 // identifyLocked names cg's container: the runc index first (it knows
