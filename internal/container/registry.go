@@ -24,12 +24,12 @@ type Registry struct {
 	roots Roots
 
 	mu        sync.Mutex
-	byCgroup  map[uint64]*Info     // answers given, nil for no container
-	firstSeen map[uint64]asked    // cgroups not (yet) known as containers
-	index     map[uint64]*Info     // runc state, by cgroup id
-	byID      map[string]*Info     // runc state, by container id
-	seenState map[string]bool      // state.json files read
-	created   map[string]bool      // container directories the watch saw made
+	byCgroup  map[uint64]*Info // answers given, nil for no container
+	firstSeen map[uint64]asked // cgroups not (yet) known as containers
+	index     map[uint64]*Info // runc state, by cgroup id
+	byID      map[string]*Info // runc state, by container id
+	seenState map[string]bool  // state.json files read
+	created   map[string]bool  // container directories the watch saw made
 	watch     *watcher
 }
 
