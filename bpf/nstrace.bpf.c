@@ -30,6 +30,14 @@ const volatile __u32 nst_want_exit = 1;
 const volatile __u32 nst_want_clone = 0;
 const volatile __u32 nst_want_unshare = 0;
 const volatile __u32 nst_want_setns = 0;
+const volatile __u32 nst_want_comm = 0;
+const volatile __u32 nst_want_uid = 0;
+const volatile __u32 nst_want_sid = 0;
+const volatile __u32 nst_want_ptrace = 0;
+/* Report failed execs (--failed). */
+const volatile __u32 nst_want_failed = 0;
+/* Every event carries its process's ancestors (--ancestors). */
+const volatile __u32 nst_ancestors = 0;
 /* Only processes in the traced map ... */
 const volatile __u32 nst_filter_pids = 0;
 /* ... and their children, added as they are born. */
@@ -67,12 +75,23 @@ const enum nst_kind *unused_kind __attribute__((unused));
 const enum nst_ns *unused_ns __attribute__((unused));
 const enum nst_flag *unused_flag __attribute__((unused));
 const enum nst_lost_reason *unused_lost __attribute__((unused));
+const enum nst_syscall_class *unused_sysclass __attribute__((unused));
+const struct ancestor *unused_ancestor __attribute__((unused));
 const struct cgroup_event *unused_cgroup_event __attribute__((unused));
 const struct wake_event *unused_wake_event __attribute__((unused));
 
+/* The bytes of ancestors after a record, when asked for. */
+#define NST_ANC_BYTES (NST_ANCESTORS_MAX * sizeof(struct ancestor))
+
 struct exec_buf {
 	struct event ev;
-	char data[NST_FILENAME_MAX + NST_ARGS_MAX];
+	char data[NST_ANC_BYTES + NST_FILENAME_MAX + NST_ARGS_MAX];
+};
+
+/* An event with room for its ancestors. */
+struct event_anc {
+	struct event ev;
+	struct ancestor anc[NST_ANCESTORS_MAX];
 };
 
 struct {
@@ -139,7 +158,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct event);
+	__type(value, struct event_anc);
 } scratch SEC(".maps");
 
 /* cgroup v2 ids to report, with their descendants (--container). */
@@ -256,7 +275,12 @@ static __always_inline void submit(struct event *e)
  */
 static __always_inline struct event *reserve_event(void)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct event *e;
+
+	if (nst_ancestors)
+		e = bpf_ringbuf_reserve(&events, sizeof(struct event_anc), 0);
+	else
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
 		count_lost(NST_LOST_RINGBUF);
@@ -264,6 +288,12 @@ static __always_inline struct event *reserve_event(void)
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	return e;
+}
+
+/* The size of a fixed record, its ancestors included when asked for. */
+static __always_inline __u64 event_size(void)
+{
+	return nst_ancestors ? sizeof(struct event_anc) : sizeof(struct event);
 }
 
 /* A zeroed event to build off the stack, for this CPU's use now. */
@@ -399,6 +429,8 @@ static __always_inline void emit_untracked(struct task_struct *parent, __u32 chi
 	e->nspid = read_ns_btf(parent, e->ns);
 	e->cgroup_id = cgid;
 	fill_ident_btf(e, parent);
+	if (nst_ancestors)
+		fill_ancestors_btf(e, parent);
 	e->kind = NST_EV_UNTRACKED;
 	e->child_pid = child;
 	submit(e);
@@ -451,6 +483,8 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	e->nspid = nspid;
 	e->cgroup_id = cgid;
 	fill_ident_btf(e, parent);
+	if (nst_ancestors)
+		fill_ancestors_btf(e, parent);
 	e->kind = flags ? NST_EV_CLONE : NST_EV_FORK;
 	e->flags_raw = flags;
 	e->child_pid = ctgid;
@@ -460,29 +494,36 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/* This CPU's exec heap, its event zeroed. */
+static __always_inline struct exec_buf *exec_heap_get(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
-	unsigned long start, end, len;
-	struct exec_buf *b;
-	struct mm_struct *mm;
-	struct event *e;
+	struct exec_buf *b = bpf_map_lookup_elem(&exec_heap, &cpu);
+
+	if (b)
+		__builtin_memset(&b->ev, 0, sizeof(b->ev));
+	return b;
+}
+
+/* Where an exec record's filename goes: after its ancestors, if any. */
+static __always_inline __u64 exec_tail(void)
+{
+	return nst_ancestors ? NST_ANC_BYTES : 0;
+}
+
+/*
+ * Copy a file name (from kernel or user memory) into the exec record's
+ * tail; returns its length without the NUL.
+ */
+static __always_inline long exec_filename(struct exec_buf *b, const char *name, bool user)
+{
+	struct event *e = &b->ev;
 	long n;
 
-	if (!nst_want_exec || !pid_traced(p->tgid) || !cgroup_pass(p))
-		return 0;
-	b = bpf_map_lookup_elem(&exec_heap, &cpu);
-	if (!b)
-		return 0;
-	e = &b->ev;
-	__builtin_memset(e, 0, sizeof(*e));
-	fill_task_btf(e, p);
-	e->kind = NST_EV_EXEC;
-	if (!ns_wanted(e))
-		return 0;
-
-	n = bpf_probe_read_kernel_str(b->data, NST_FILENAME_MAX, bprm->filename);
+	if (user)
+		n = bpf_probe_read_user_str(b->data + exec_tail(), NST_FILENAME_MAX, name);
+	else
+		n = bpf_probe_read_kernel_str(b->data + exec_tail(), NST_FILENAME_MAX, name);
 	if (n <= 0)
 		n = 1;
 	if (n >= NST_FILENAME_MAX)
@@ -492,6 +533,35 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	if (n < 0 || n >= NST_FILENAME_MAX)
 		n = 0;
 	e->filename_len = n;
+	return n;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	unsigned long start, end, len;
+	struct exec_buf *b;
+	struct mm_struct *mm;
+	struct event *e;
+	__u32 old = old_pid;
+	long n;
+
+	/* A watched execve succeeded: no failure to report. */
+	if (nst_want_failed)
+		bpf_map_delete_elem(&pending, &old);
+	if (!nst_want_exec || !pid_traced(p->tgid) || !cgroup_pass(p))
+		return 0;
+	b = exec_heap_get();
+	if (!b)
+		return 0;
+	e = &b->ev;
+	fill_task_btf(e, p);
+	e->kind = NST_EV_EXEC;
+	if (!ns_wanted(e))
+		return 0;
+	if (nst_ancestors)
+		fill_ancestors_btf(e, p);
+	n = exec_filename(b, bprm->filename, false);
 
 	/*
 	 * The new image's argv, straight from its stack: at this point the
@@ -508,12 +578,49 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	barrier_var(len);
 	if (len > NST_ARGS_MAX)
 		len = 0;
-	if (len && bpf_probe_read_user(b->data + n, len, (void *)start)) {
+	if (len && bpf_probe_read_user(b->data + exec_tail() + n, len, (void *)start)) {
 		e->flags |= NST_F_ARGS_UNREADABLE;
 		len = 0;
 	}
 	e->args_len = len;
-	emit(b, sizeof(*e) + n + len);
+	emit(b, sizeof(*e) + exec_tail() + n + len);
+	return 0;
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(nst_comm, struct task_struct *t, const char *comm)
+{
+	__u32 ns[NST_NS_COUNT] = {};
+	struct event *e;
+	__u32 nspid;
+	__u64 cgid;
+
+	/*
+	 * Every exec names the task after its new file (begin_new_exec):
+	 * that is the exec event's news, not a rename.
+	 */
+	if (BPF_CORE_READ_BITFIELD(t, in_execve))
+		return 0;
+	if (!pid_traced(t->tgid))
+		return 0;
+	nspid = read_ns_btf(t, ns);
+	if (!ns_pass(ns, NULL) || !cgroup_pass(t))
+		return 0;
+	cgid = note_cgroup_btf(t);
+	e = reserve_event();
+	if (!e)
+		return 0;
+	__builtin_memcpy(e->ns, ns, sizeof(ns));
+	e->nspid = nspid;
+	e->cgroup_id = cgid;
+	fill_ident_btf(e, t);
+	if (nst_ancestors)
+		fill_ancestors_btf(e, t);
+	e->kind = NST_EV_COMM;
+	/* The renamed thread's own name, before and after. */
+	__builtin_memcpy(e->comm, t->comm, NST_COMM_LEN);
+	bpf_probe_read_kernel_str(e->comm_new, sizeof(e->comm_new), comm);
+	submit(e);
 	return 0;
 }
 
@@ -546,6 +653,8 @@ static __always_inline int exit_report(struct task_struct *p)
 	e->nspid = nspid;
 	e->cgroup_id = cgid;
 	fill_ident_btf(e, p);
+	if (nst_ancestors)
+		fill_ancestors_btf(e, p);
 	e->kind = NST_EV_EXIT;
 	e->duration_ns = e->ts_ns - leader->start_boottime;
 	/* What wait(2) reports: the group's code, or the leader's own. */
@@ -594,14 +703,8 @@ int BPF_PROG(nst_exit_claim, struct task_struct *p)
  * Namespace system calls. Syscall numbers are per architecture and, for
  * 32-bit (compat) tasks, per ABI; the loader sets them.
  */
-const volatile __s64 nst_nr_clone = -1;
-const volatile __s64 nst_nr_clone3 = -1;
-const volatile __s64 nst_nr_unshare = -1;
-const volatile __s64 nst_nr_setns = -1;
-const volatile __s64 nst_nr32_clone = -1;
-const volatile __s64 nst_nr32_clone3 = -1;
-const volatile __s64 nst_nr32_unshare = -1;
-const volatile __s64 nst_nr32_setns = -1;
+const volatile __u8 nst_sysclass[NST_SYSCALLS_MAX];
+const volatile __u8 nst_sysclass32[NST_SYSCALLS_MAX];
 
 /* Is the current system call a 32-bit one (ia32 on x86_64, AArch32)? */
 static __always_inline bool syscall_compat(void)
@@ -640,14 +743,42 @@ static __always_inline long syscall_nr(struct pt_regs *regs)
 	return arm64->syscallno;
 }
 
-/* One of the calls nstrace watches, in either ABI? The cheap first test. */
+/*
+ * One of the calls nstrace watches, in either ABI? The cheap first test:
+ * two loads from the loader's tables, indexed by the call's number.
+ */
 static __always_inline bool syscall_watched(long id)
 {
-	return id == nst_nr_clone || id == nst_nr_clone3 || id == nst_nr_unshare || id == nst_nr_setns ||
-	       id == nst_nr32_clone || id == nst_nr32_clone3 || id == nst_nr32_unshare || id == nst_nr32_setns;
+	if ((unsigned long)id >= NST_SYSCALLS_MAX)
+		return false;
+	return nst_sysclass[id] || nst_sysclass32[id];
 }
 
-static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd, __u32 flags)
+/* What the call is, by its own ABI's table. */
+static __always_inline __u8 syscall_class(long id, bool compat)
+{
+	if ((unsigned long)id >= NST_SYSCALLS_MAX)
+		return NST_SYS_NONE;
+	return compat ? nst_sysclass32[id] : nst_sysclass[id];
+}
+
+/* The current task's real and effective ids, for a later comparison. */
+static __always_inline void read_creds(struct event *e)
+{
+	const struct cred *c = BPF_CORE_READ(current_task(), real_cred);
+
+	e->old_uid = BPF_CORE_READ(c, uid.val);
+	e->old_euid = BPF_CORE_READ(c, euid.val);
+	e->old_gid = BPF_CORE_READ(c, gid.val);
+	e->old_egid = BPF_CORE_READ(c, egid.val);
+}
+
+/*
+ * A call to report when it returns: what is known on entry is kept by
+ * thread until then. flags_raw holds the call's first argument, target_pid
+ * its second where it names a process.
+ */
+static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd, __u32 flags, __u32 pid)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
@@ -662,24 +793,70 @@ static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd, _
 	e->flags = flags;
 	e->flags_raw = flags_raw;
 	e->fd = fd;
-	read_ns_any(current_task(), e->ns_other);
+	e->target_pid = pid;
+	if (kind == NST_EV_UID)
+		read_creds(e);
+	else
+		read_ns_any(current_task(), e->ns_other);
 	if (bpf_map_update_elem(&pending, &tid, e, BPF_ANY))
 		count_lost(NST_LOST_PENDING);
+}
+
+/* A failed exec: the file it tried, read where the caller still is. */
+static __always_inline void failed_exec(struct event *p, long ret)
+{
+	struct exec_buf *b = exec_heap_get();
+	struct event *e;
+	long n;
+
+	if (!b)
+		return;
+	e = &b->ev;
+	fill_task_any(e, current_task());
+	if (!ns_wanted(e))
+		return;
+	e->kind = NST_EV_EXEC;
+	e->ret = ret;
+	e->flags |= p->flags;
+	if (nst_ancestors)
+		fill_ancestors_any(e, current_task());
+	n = exec_filename(b, (const char *)p->flags_raw, true);
+	emit(b, sizeof(*e) + exec_tail() + n);
 }
 
 static __always_inline void pending_finish(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct event *e = bpf_map_lookup_elem(&pending, &tid);
+	struct event *p = bpf_map_lookup_elem(&pending, &tid);
+	struct event_anc *a;
+	struct event *e;
+	__u32 zero = 0;
 
-	if (!e)
+	if (!p)
 		return;
-	if (!restarting(ret) && cgroup_pass(current_task())) {
-		fill_task_any(e, current_task());
-		e->ret = ret;
-		if (ns_wanted(e))
-			emit(e, sizeof(*e));
+	if (restarting(ret) || !cgroup_pass(current_task()))
+		goto done;
+	if (p->kind == NST_EV_EXEC) {
+		if (ret < 0)
+			failed_exec(p, ret);
+		goto done;
 	}
+	a = bpf_map_lookup_elem(&scratch, &zero);
+	if (!a)
+		goto done;
+	e = &a->ev;
+	__builtin_memcpy(e, p, sizeof(*e));
+	fill_task_any(e, current_task());
+	e->ret = ret;
+	/* A set*id call that changed neither real nor effective ids. */
+	if (e->kind == NST_EV_UID && e->uid == e->old_uid && e->euid == e->old_euid &&
+	    e->gid == e->old_gid && e->egid == e->old_egid)
+		goto done;
+	if (nst_ancestors)
+		fill_ancestors_any(e, current_task());
+	if (ns_wanted(e))
+		emit(e, event_size());
+done:
 	bpf_map_delete_elem(&pending, &tid);
 }
 
@@ -729,7 +906,7 @@ static __always_inline void setns_enter(int fd, int nstype, __u32 flags)
 
 	if (!nst_want_setns)
 		return;
-	pending_start(NST_EV_SETNS, (__u32)nstype, fd, flags);
+	pending_start(NST_EV_SETNS, (__u32)nstype, fd, flags, 0);
 	e = bpf_map_lookup_elem(&pending, &tid);
 	if (!e)
 		return;
@@ -764,7 +941,7 @@ static __always_inline void setns_enter(int fd, int nstype, __u32 flags)
 static __always_inline void unshare_enter(__u64 flags, __u32 eflags)
 {
 	if (nst_want_unshare)
-		pending_start(NST_EV_UNSHARE, flags, -1, eflags);
+		pending_start(NST_EV_UNSHARE, flags, -1, eflags, 0);
 }
 
 /*
@@ -807,8 +984,10 @@ static __always_inline void clone_exit(long ret)
 		e->kind = NST_EV_CLONE;
 		e->flags_raw = *flags;
 		e->ret = ret;
+		if (nst_ancestors)
+			fill_ancestors_any(e, current_task());
 		if (ns_wanted(e))
-			emit(e, sizeof(*e));
+			emit(e, event_size());
 	}
 	bpf_map_delete_elem(&clone_flags, &tid);
 }
@@ -818,10 +997,17 @@ static __always_inline void clone_exit(long ret)
  * while clone, unshare or setns are selected, so the first test is a few
  * compares of the syscall number.
  */
+/* ptrace requests nstrace reports (include/uapi/linux/ptrace.h). */
+#define PTRACE_TRACEME 0
+#define PTRACE_ATTACH 16
+#define PTRACE_DETACH 17
+#define PTRACE_SEIZE 0x4206
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
 {
-	__u64 flags = 0;
+	__u64 flags = 0, req;
+	__u32 f = 0;
 	bool compat;
 
 	if (!syscall_watched(id))
@@ -831,18 +1017,47 @@ int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
 	 * the 64-bit setns's number.
 	 */
 	compat = syscall_compat();
-	if (compat ? id == nst_nr32_clone : id == nst_nr_clone) {
+	if (compat)
+		f = NST_F_COMPAT;
+	switch (syscall_class(id, compat)) {
+	case NST_SYS_CLONE:
 		clone_enter(syscall_arg(regs, 0, compat));
-	} else if (compat ? id == nst_nr32_clone3 : id == nst_nr_clone3) {
+		break;
+	case NST_SYS_CLONE3:
 		/* clone3(struct clone_args *args, size): flags come first. */
 		if (nst_want_clone) {
 			bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(regs, 0, compat));
 			clone_enter(flags);
 		}
-	} else if (compat ? id == nst_nr32_unshare : id == nst_nr_unshare) {
-		unshare_enter(syscall_arg(regs, 0, compat), compat ? NST_F_COMPAT : 0);
-	} else if (compat ? id == nst_nr32_setns : id == nst_nr_setns) {
-		setns_enter(syscall_arg(regs, 0, compat), syscall_arg(regs, 1, compat), compat ? NST_F_COMPAT : 0);
+		break;
+	case NST_SYS_UNSHARE:
+		unshare_enter(syscall_arg(regs, 0, compat), f);
+		break;
+	case NST_SYS_SETNS:
+		setns_enter(syscall_arg(regs, 0, compat), syscall_arg(regs, 1, compat), f);
+		break;
+	case NST_SYS_EXECVE:
+		if (nst_want_failed)
+			pending_start(NST_EV_EXEC, syscall_arg(regs, 0, compat), -1, f, 0);
+		break;
+	case NST_SYS_EXECVEAT:
+		/* execveat(dirfd, pathname, ...): the name relative to dirfd. */
+		if (nst_want_failed)
+			pending_start(NST_EV_EXEC, syscall_arg(regs, 1, compat), syscall_arg(regs, 0, compat), f, 0);
+		break;
+	case NST_SYS_CRED:
+		if (nst_want_uid)
+			pending_start(NST_EV_UID, 0, -1, f, 0);
+		break;
+	case NST_SYS_SETSID:
+		if (nst_want_sid)
+			pending_start(NST_EV_SID, 0, -1, f, 0);
+		break;
+	case NST_SYS_PTRACE:
+		req = syscall_arg(regs, 0, compat);
+		if (nst_want_ptrace && (req == PTRACE_TRACEME || req == PTRACE_ATTACH || req == PTRACE_DETACH || req == PTRACE_SEIZE))
+			pending_start(NST_EV_PTRACE, req, -1, f, syscall_arg(regs, 1, compat));
+		break;
 	}
 	return 0;
 }

@@ -33,6 +33,25 @@ enum nst_kind {
 	NST_EV_CGROUP = 8,
 	/* struct wake_event: wakes a reader that sleeps; carries nothing */
 	NST_EV_WAKE = 9,
+	/* a task renamed (prctl PR_SET_NAME, /proc/PID/comm): comm to comm_new */
+	NST_EV_COMM = 10,
+	/* real or effective uid or gid changed: old_* to uid, euid, gid, egid */
+	NST_EV_UID = 11,
+	/* setsid: ret is the new session id */
+	NST_EV_SID = 12,
+	/* ptrace attach, seize, traceme or detach: flags_raw is the request */
+	NST_EV_PTRACE = 13,
+};
+
+/* How many ancestors an event carries when asked (nst_ancestors). */
+#define NST_ANCESTORS_MAX 8
+
+/* One ancestor of the process, after the record (event.ancestors). */
+struct ancestor {
+	__u32 pid;    /* thread group id, host */
+	__u32 nspid;  /* in its own pid namespace */
+	__u32 pid_ns; /* that pid namespace's inode */
+	char comm[NST_COMM_LEN];
 };
 
 /* Why an event could not be delivered: an index into nst_lost. */
@@ -67,7 +86,25 @@ enum nst_flag {
 	NST_F_TARGET_PIDFD = 1 << 3,
 	NST_F_TARGET_NSFS = 1 << 4,
 	NST_F_COMPAT = 1 << 5, /* a 32-bit (compat) system call */
+	NST_F_ANCESTORS = 1 << 6, /* NST_ANCESTORS_MAX struct ancestor follow */
 };
+
+/* What a system call is to nstrace: the loader's table by number. */
+enum nst_syscall_class {
+	NST_SYS_NONE = 0,
+	NST_SYS_CLONE = 1,
+	NST_SYS_CLONE3 = 2,
+	NST_SYS_UNSHARE = 3,
+	NST_SYS_SETNS = 4,
+	NST_SYS_EXECVE = 5,
+	NST_SYS_EXECVEAT = 6,
+	NST_SYS_CRED = 7, /* the set*id family */
+	NST_SYS_SETSID = 8,
+	NST_SYS_PTRACE = 9,
+};
+
+/* System call numbers below this are classified. */
+#define NST_SYSCALLS_MAX 512
 
 struct event {
 	__u64 ts_ns;       /* CLOCK_BOOTTIME, ns: keeps counting in suspend */
@@ -98,7 +135,13 @@ struct event {
 	__u32 target_pid;  /* setns: host pid behind a pidfd */
 	__u32 filename_len; /* exec: bytes of filename at the start of the tail */
 	__u32 args_len;    /* exec: bytes of NUL-separated argv after it */
-	__u32 _pad;
+	__u32 ancestors;   /* valid entries of the struct ancestor tail */
+	__u32 euid;        /* effective uid, host user namespace */
+	__u32 egid;        /* effective gid */
+	__u32 old_uid;     /* uid: the ids before the change */
+	__u32 old_euid;
+	__u32 old_gid;
+	__u32 old_egid;
 	__u32 ns[NST_NS_COUNT]; /* namespace inodes of the process, enum nst_ns */
 	/*
 	 * fork, clone: the child's namespace inodes;
@@ -106,6 +149,7 @@ struct event {
 	 */
 	__u32 ns_other[NST_NS_COUNT];
 	char comm[NST_COMM_LEN];
+	char comm_new[NST_COMM_LEN]; /* comm: the new name */
 };
 
 /*

@@ -102,6 +102,8 @@ static __always_inline void NST_FN(fill_ident)(struct event *e, struct task_stru
 	e->ppid = NST_R(t, real_parent, tgid);
 	e->uid = NST_R(t, real_cred, uid.val);
 	e->gid = NST_R(t, real_cred, gid.val);
+	e->euid = NST_R(t, real_cred, euid.val);
+	e->egid = NST_R(t, real_cred, egid.val);
 	NST_COMM(e->comm, leader);
 }
 
@@ -111,4 +113,27 @@ static __always_inline void NST_FN(fill_task)(struct event *e, struct task_struc
 	e->nspid = NST_FN(read_ns)(t, e->ns);
 	e->cgroup_id = NST_FN(note_cgroup)(t);
 	NST_FN(fill_ident)(e, t);
+}
+
+/*
+ * The parents of t, up to NST_ANCESTORS_MAX, into the slots after the
+ * record; the first task (pid 0) ends the line.
+ */
+static __always_inline void NST_FN(fill_ancestors)(struct event *e, struct task_struct *t)
+{
+	struct ancestor *a = (void *)(e + 1);
+	struct task_struct *p = NST_R(t, real_parent);
+	__u32 n = 0;
+
+	for (int i = 0; i < NST_ANCESTORS_MAX; i++) {
+		if (!p || NST_R(p, pid) == 0)
+			break;
+		a[i].pid = NST_R(p, tgid);
+		a[i].nspid = NST_FN(own_pid)(p, &a[i].pid_ns);
+		NST_COMM(a[i].comm, p);
+		n++;
+		p = NST_R(p, real_parent);
+	}
+	e->ancestors = n;
+	e->flags |= NST_F_ANCESTORS;
 }

@@ -166,6 +166,8 @@ struct pid {
 struct cred {
 	kuid_t uid;
 	kgid_t gid;
+	kuid_t euid;
+	kgid_t egid;
 	struct user_namespace *user_ns;
 };
 
@@ -257,6 +259,7 @@ struct task_struct {
 	struct thread_info thread_info;
 	unsigned int flags;
 	int exit_code;
+	unsigned in_execve: 1;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;

@@ -14,14 +14,17 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/launch"
+	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/nslist"
 	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/procfs"
@@ -56,9 +59,11 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
-	events := fs.StringP("events", "e", "all", "events to show, comma-separated: fork, exec, exit, clone, unshare, setns, all")
+	events := fs.StringP("events", "e", "", "events to show, comma-separated: fork, exec, exit, clone, unshare, setns, comm, uid, sid, ptrace, core, nonzeroexit, all (default fork,exec,exit,clone,unshare,setns)")
 	setns := fs.Bool("setns", false, "show setns calls (adds setns to -e)")
 	unshare := fs.Bool("unshare", false, "show unshare calls (adds unshare to -e)")
+	fs.BoolVarP(&cfg.Failed, "failed", "x", false, "also show execs that failed, with the file tried and the errno")
+	fs.BoolVar(&cfg.Ancestors, "ancestors", false, "show each process's parents, up to 8, read in the kernel at the event")
 	fs.BoolVar(&sc.NSChanges, "ns-changes", false, "only events that move a process into other namespaces")
 	pids := fs.StringSliceP("pid", "p", nil, "only these processes (PID[,PID...])")
 	fs.BoolVarP(&sc.Follow, "follow", "f", false, "with --pid: also their descendants born from now on")
@@ -68,6 +73,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 	fs.BoolVar(&sc.OnlyHost, "host", false, "only processes in the host's namespaces (the kernel's first task's)")
 	fs.BoolVar(&sc.NotHost, "no-host", false, "only processes in some namespace other than the host's")
 	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per line")
+	duration := fs.Float64P("duration", "D", 0, "stop after this many seconds")
+	fs.BoolVarP(&cfg.Stats, "stats", "S", false, "at the end, print event counts and mean lifetime per command name")
+	fs.BoolVarP(&cfg.Quiet, "quiet", "q", false, "print no events: only the summary (and -S's table)")
 	fs.StringVarP(&cfg.Output, "output", "o", "", "write the feed to this file instead of stdout")
 	fs.BoolVar(&cfg.AllNS, "all-ns", false, "show every namespace, not only those that differ from the host's")
 	bufSize := fs.String("buffer-size", strconv.Itoa(probe.DefaultBufferSize>>20)+"M", "ring buffer size (power of two; K, M, G suffixes)")
@@ -123,13 +131,24 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 		}
 		sc.NS = append(sc.NS, n)
 	}
-	if fs.Changed("events") || !(*setns || *unshare) {
+	switch {
+	case fs.Changed("events"):
 		if cfg.Kinds, err = event.ParseKinds(*events); err != nil {
 			return cfg, usageError{err}
 		}
+	case !(*setns || *unshare):
+		cfg.Kinds = event.DefaultKinds()
 	}
 	if *setns {
 		cfg.Kinds = cfg.Kinds.Add(event.Setns)
+	}
+	if *duration < 0 {
+		return cfg, usagef("--duration: %v is not a number of seconds", *duration)
+	}
+	cfg.Duration = time.Duration(*duration * float64(time.Second))
+	if cfg.Failed {
+		// Failed execs are exec events: -x asks for them.
+		cfg.Kinds = cfg.Kinds.Add(event.Exec)
 	}
 	if *unshare {
 		cfg.Kinds = cfg.Kinds.Add(event.Unshare)
@@ -200,7 +219,8 @@ func parseSize(s string) (int, error) {
 	return n * mult, nil
 }
 
-const nsUsage = `Usage: nstrace ns [--json]              every namespace and who is in it
+const nsUsage = `Usage: nstrace ns [--json] [-t TYPE]    every namespace and who is in it
+       nstrace ns --tree[=owner|parent] [-t TYPE]   the same as a tree
        nstrace ns [--json] INODE|TYPE:INODE   the processes in one namespace
        nstrace ns [--json] -p PID             the namespaces of one process
 
@@ -214,9 +234,30 @@ func parseNSFlags(args []string, stderr io.Writer) (nslist.Query, error) {
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&q.JSON, "json", false, "one JSON object per line")
 	fs.Uint32VarP(&q.PID, "pid", "p", 0, "the namespaces of this process")
+	typ := fs.StringP("type", "t", "", "only namespaces of this type ("+ns.ListedNames+")")
+	fs.StringVarP(&q.Tree, "tree", "T", "", "draw a tree: owner (each under the user namespace owning it) or parent (pid and user nesting)")
+	fs.Lookup("tree").NoOptDefVal = "owner"
 	help := fs.BoolP("help", "h", false, "show this help")
 	if err := fs.Parse(args); err != nil {
 		return q, usageError{err}
+	}
+	if *typ != "" {
+		t, ok := ns.Parse(*typ)
+		if !ok || !slices.Contains(ns.Listed, t) {
+			return q, usagef("-t: %q is not a namespace type (%s)", *typ, ns.ListedNames)
+		}
+		q.OnlyType, q.ListType = true, t
+	}
+	switch q.Tree {
+	case "", "owner", "parent":
+	default:
+		return q, usagef("--tree: %q is not owner or parent", q.Tree)
+	}
+	if q.Tree != "" && (q.JSON || fs.NArg() > 0 || fs.Changed("pid")) {
+		return q, usagef("--tree draws the full listing, without --json, -p or a namespace")
+	}
+	if q.OnlyType && (fs.NArg() > 0 || fs.Changed("pid")) {
+		return q, usagef("-t limits the full listing, not -p or a namespace")
 	}
 	if *help {
 		fmt.Fprint(stderr, nsUsage, fs.FlagUsages())

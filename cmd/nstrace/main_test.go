@@ -70,14 +70,14 @@ func TestParseFlags(t *testing.T) {
 		kinds event.KindSet
 		err   string
 	}{
-		{nil, all, ""},
+		{nil, event.DefaultKinds(), ""},
 		{[]string{"-e", "exec"}, event.KindSet(0).Add(event.Exec), ""},
 		{[]string{"--events=fork,exit"}, event.KindSet(0).Add(event.Fork).Add(event.Exit), ""},
 		{[]string{"-e", "all"}, all, ""},
 		{[]string{"--setns"}, event.KindSet(0).Add(event.Setns), ""},
 		{[]string{"--setns", "--unshare"}, event.KindSet(0).Add(event.Setns).Add(event.Unshare), ""},
 		{[]string{"-e", "exec", "--setns"}, event.KindSet(0).Add(event.Exec).Add(event.Setns), ""},
-		{[]string{"-e", "bogus"}, 0, `unknown event "bogus" (valid: fork, exec, exit, clone, unshare, setns, all)`},
+		{[]string{"-e", "bogus"}, 0, `unknown event "bogus" (valid: fork, exec, exit, clone, unshare, setns, comm, uid, sid, ptrace, core, nonzeroexit, all)`},
 		{[]string{"-e", ""}, 0, "no events selected"},
 		{[]string{"--bogus"}, 0, "unknown flag: --bogus"},
 		{[]string{"extra"}, 0, `unexpected argument "extra"`},

@@ -47,11 +47,8 @@ func TestPrivilegedMetrics(t *testing.T) {
 	const runs = 12
 	// A program whose name only this test uses: the feed counts it alone.
 	name := fmt.Sprintf("nstm%d", rand.IntN(1_000_000))
-	prog := filepath.Join(t.TempDir(), name)
 	// A script, not a copy of true: busybox's applets go by their name.
-	if err := os.WriteFile(prog, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	prog := writeScript(t, name)
 	addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(20000))
 	var stderr bytes.Buffer
 	out := filepath.Join(t.TempDir(), "feed")

@@ -26,6 +26,8 @@ type lsnsEntry struct {
 	Type     string      `json:"type"`
 	NProcs   int         `json:"nprocs"`
 	PID      uint32      `json:"pid"`
+	PNS      uint64      `json:"pns"`
+	ONS      uint64      `json:"ons"`
 	Children []lsnsEntry `json:"children"`
 }
 
@@ -66,7 +68,8 @@ func row(objs []map[string]any, typ string, ino uint64) map[string]any {
 }
 
 func TestNSUsage(t *testing.T) {
-	for _, args := range [][]string{{"ns", "bogus"}, {"ns", "1", "2"}, {"ns", "--nope"}, {"ns", "-p", "1", "net:5"}} {
+	for _, args := range [][]string{{"ns", "bogus"}, {"ns", "1", "2"}, {"ns", "--nope"}, {"ns", "-p", "1", "net:5"},
+		{"ns", "-t", "pid_for_children"}, {"ns", "-t", "bogus"}, {"ns", "--tree=up"}, {"ns", "--tree", "--json"}, {"ns", "-t", "net", "-p", "1"}} {
 		var stderr bytes.Buffer
 		if code := mainExit(args, &bytes.Buffer{}, &stderr); code != 2 || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 1 {
 			t.Errorf("%v: exit %d, %q", args, code, stderr.String())
@@ -188,4 +191,118 @@ func TestPrivilegedNSListing(t *testing.T) {
 	if len(inits) == 0 || inits[0]["nspid"] != 1.0 {
 		t.Errorf("container pid namespace: %v", inits)
 	}
+}
+
+// Nested user and pid namespaces, twice deep: PNS and ONS as lsns reads
+// them, and the owner tree drawing each inside the one before.
+func TestPrivilegedNSRelations(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	m := fmt.Sprintf("%d.%d", 1000+rand.IntN(1000), rand.IntN(1000000))
+	cmd := exec.Command("unshare", "-U", "-r", "-p", "-f", "--kill-child",
+		"sh", "-c", "unshare -U -r -p -f --kill-child sleep "+m)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sleeper := waitForArgs(t, "sleep", m)
+	inner, err := procfs.ReadPIDNS(procfs.Root, sleeper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test's own namespaces are the host's; the sleeper's parent is
+	// the inner unshare, and its parent the shell in the first pair.
+	outer, err := procfs.ReadNS(procfs.Root, "self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := procfs.ReadPIDNS(procfs.Root, parentOf(t, parentOf(t, sleeper)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("lsns", "-J", "-o", "NS,TYPE,PNS,ONS").Output()
+	if err != nil {
+		t.Fatalf("lsns: %v", err)
+	}
+	var ls struct {
+		Namespaces []lsnsEntry `json:"namespaces"`
+	}
+	if err := json.Unmarshal(out, &ls); err != nil {
+		t.Fatal(err)
+	}
+	lsns := map[uint64]lsnsEntry{}
+	for _, e := range flattenLsns(ls.Namespaces) {
+		lsns[e.NS] = e
+	}
+	objs := nsJSON(t)
+	want := []struct {
+		typ  string
+		ino  uint64
+		pns  uint64
+		ons  uint64
+		name string
+	}{
+		{"user", first[ns.User], outer[ns.User], outer[ns.User], "first user"},
+		{"pid", first[ns.Pid], outer[ns.Pid], first[ns.User], "first pid"},
+		{"user", inner[ns.User], first[ns.User], first[ns.User], "inner user"},
+		{"pid", inner[ns.Pid], first[ns.Pid], inner[ns.User], "inner pid"},
+	}
+	for _, w := range want {
+		r := row(objs, w.typ, w.ino)
+		if r == nil {
+			t.Fatalf("%s %d not listed", w.name, w.ino)
+		}
+		l := lsns[w.ino]
+		got := [2]uint64{uint64(r["pns"].(float64)), uint64(r["ons"].(float64))}
+		if got != [2]uint64{w.pns, w.ons} || got != [2]uint64{l.PNS, l.ONS} {
+			t.Errorf("%s: pns, ons %v; want %v; lsns says %d, %d", w.name, got, [2]uint64{w.pns, w.ons}, l.PNS, l.ONS)
+		}
+	}
+	// The tree: depth by the indent before the inode.
+	var tree bytes.Buffer
+	if code := mainExit([]string{"ns", "--tree"}, &tree, &bytes.Buffer{}); code != 0 {
+		t.Fatalf("nstrace ns --tree: exit %d", code)
+	}
+	depth := map[uint64]int{}
+	for _, line := range strings.Split(tree.String(), "\n") {
+		f := strings.Fields(strings.NewReplacer("├─", " ", "└─", " ", "│", " ").Replace(line))
+		if len(f) == 0 {
+			continue
+		}
+		if ino, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+			depth[ino] = len([]rune(line)) - len([]rune(strings.TrimLeft(line, " │├└─")))
+		}
+	}
+	chain := []uint64{outer[ns.User], first[ns.User], inner[ns.User], inner[ns.Pid]}
+	for i := 1; i < len(chain); i++ {
+		if depth[chain[i]] != depth[chain[i-1]]+2 {
+			t.Errorf("tree: %d at indent %d, its owner %d at %d:\n%s", chain[i], depth[chain[i]], chain[i-1], depth[chain[i-1]], tree.String())
+		}
+	}
+	if depth[first[ns.Pid]] != depth[first[ns.User]]+2 {
+		t.Errorf("tree: first pid namespace not under its owner:\n%s", tree.String())
+	}
+}
+
+// waitForArgs finds the process running exactly args.
+func waitForArgs(t *testing.T, args ...string) uint32 {
+	t.Helper()
+	want := strings.Join(args, "\x00") + "\x00"
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, p := range procfs.Procs(procfs.Root) {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID)); err == nil && string(b) == want {
+				return p.PID
+			}
+		}
+	}
+	t.Fatalf("no process runs %q", args)
+	return 0
+}
+
+func parentOf(t *testing.T, pid uint32) uint32 {
+	t.Helper()
+	p, ok := procfs.ReadProc(procfs.Root, pid)
+	if !ok {
+		t.Fatalf("process %d is gone", pid)
+	}
+	return p.PPID
 }

@@ -25,6 +25,16 @@ const (
 	Setns
 	// Lost is a synthetic event: the kernel could not queue Count events.
 	Lost
+	Comm   // a task renamed itself or was renamed
+	UID    // real or effective uid or gid changed
+	SID    // setsid
+	Ptrace // ptrace attach, seize, traceme, detach
+	// Core and NonzeroExit select exits (that dumped core, that did not
+	// end with status 0); their events are exits.
+	Core
+	NonzeroExit
+	// KindCount is one more than the last kind: the size of a table by kind.
+	KindCount
 )
 
 // LostReason says why the kernel could not deliver events.
@@ -57,14 +67,24 @@ func (r LostReason) String() string {
 }
 
 var kindNames = [...]string{
-	Fork:    "fork",
-	Exec:    "exec",
-	Exit:    "exit",
-	Clone:   "clone",
-	Unshare: "unshare",
-	Setns:   "setns",
-	Lost:    "lost",
+	Fork:        "fork",
+	Exec:        "exec",
+	Exit:        "exit",
+	Clone:       "clone",
+	Unshare:     "unshare",
+	Setns:       "setns",
+	Lost:        "lost",
+	Comm:        "comm",
+	UID:         "uid",
+	SID:         "sid",
+	Ptrace:      "ptrace",
+	Core:        "core",
+	NonzeroExit: "nonzeroexit",
 }
+
+// OnlySelects reports whether k only selects events of another kind:
+// core and nonzeroexit pick exits.
+func (k Kind) OnlySelects() bool { return k == Core || k == NonzeroExit }
 
 // String returns the kind's name as users type it in -e.
 func (k Kind) String() string {
@@ -75,7 +95,16 @@ func (k Kind) String() string {
 }
 
 // Traced lists the kinds a user can select, in display order.
-var Traced = []Kind{Fork, Exec, Exit, Clone, Unshare, Setns}
+var Traced = []Kind{Fork, Exec, Exit, Clone, Unshare, Setns, Comm, UID, SID, Ptrace, Core, NonzeroExit}
+
+// WantExit reports whether an exit event is selected by s: all exits,
+// or those that dumped core, or those that did not end with status 0.
+func (s KindSet) WantExit(e *Event) bool {
+	return s.Has(Exit) || (s.Has(Core) && e.CoreDumped) || (s.Has(NonzeroExit) && (e.ExitCode != 0 || e.Signal != 0))
+}
+
+// NeedsExit reports whether s needs exit events at all.
+func (s KindSet) NeedsExit() bool { return s.Has(Exit) || s.Has(Core) || s.Has(NonzeroExit) }
 
 // KindSet is a set of kinds.
 type KindSet uint32
@@ -95,8 +124,14 @@ func Kinds(ks ...Kind) KindSet {
 	return s
 }
 
-// AllKinds is every traced kind.
+// AllKinds is every traced kind (-e all).
 func AllKinds() KindSet { return Kinds(Traced...) }
+
+// DefaultKinds are what nstrace shows without -e: births, execs, deaths
+// and namespace changes. The others (comm, uid, sid, ptrace) are asked for
+// by name or with all, since uid, sid and ptrace need system call hooks
+// that the default does not pay for where fentry serves the rest.
+func DefaultKinds() KindSet { return Kinds(Fork, Exec, Exit, Clone, Unshare, Setns) }
 
 // ParseKinds reads a comma-separated list such as "exec,fork" or "all".
 func ParseKinds(list string) (KindSet, error) {
@@ -165,7 +200,10 @@ type Event struct {
 	// Compat: a 32-bit system call (unshare, setns).
 	Compat bool
 
-	// exec
+	// EUID and EGID are the effective ids (host user namespace).
+	EUID, EGID uint32
+
+	// exec (a failed one has Ret < 0)
 	Filename          []byte
 	FilenameTruncated bool
 	Args              [][]byte
@@ -199,10 +237,29 @@ type Event struct {
 	// setns, unshare: the caller's namespaces before the call
 	PrevNS ns.Set
 
+	// comm: the new name (Comm is the old one, the renamed thread's)
+	CommNew []byte
+
+	// uid: the ids before (UID, EUID, GID, EGID are after)
+	OldUID, OldEUID, OldGID, OldEGID uint32
+
+	// ptrace: FlagsRaw is the request, TargetPID the tracee, Ret the result
+
+	// Ancestors are the process's parents, nearest first, when asked.
+	Ancestors []Ancestor
+
 	// lost: Count events for Reason; for LostTracked, ChildPID is the
 	// process no longer followed and the identity fields its parent's.
 	Count  uint64
 	Reason LostReason
+}
+
+// Ancestor is one of a process's parents.
+type Ancestor struct {
+	PID   uint32 // host
+	NSPID uint32 // in its own pid namespace
+	PidNS uint64 // that namespace's inode
+	Comm  []byte
 }
 
 // Container names the container a process runs in. ID and Runtime come
@@ -244,6 +301,14 @@ func (e *Event) Clone() *Event {
 	c := *e
 	c.Comm = append([]byte(nil), e.Comm...)
 	c.Filename = append([]byte(nil), e.Filename...)
+	c.CommNew = append([]byte(nil), e.CommNew...)
+	if e.Ancestors != nil {
+		c.Ancestors = make([]Ancestor, len(e.Ancestors))
+		for i, a := range e.Ancestors {
+			a.Comm = append([]byte(nil), a.Comm...)
+			c.Ancestors[i] = a
+		}
+	}
 	if e.Args != nil {
 		c.Args = make([][]byte, len(e.Args))
 		for i, a := range e.Args {

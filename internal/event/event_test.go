@@ -23,7 +23,7 @@ func TestParseKinds(t *testing.T) {
 			t.Errorf("%s: %v", k, err)
 		}
 	}
-	if _, err := ParseKinds("exec,lost"); err == nil || !strings.Contains(err.Error(), "valid: fork, exec, exit, clone, unshare, setns, all") {
+	if _, err := ParseKinds("exec,lost"); err == nil || !strings.Contains(err.Error(), "valid: fork, exec, exit, clone, unshare, setns, comm, uid, sid, ptrace, core, nonzeroexit, all") {
 		t.Errorf("lost is not a kind users select: %v", err)
 	}
 	if _, err := ParseKinds(","); err == nil {

@@ -34,7 +34,7 @@ type Source interface {
 // at each scrape, so the endpoint always agrees with the summary.
 type Metrics struct {
 	reg    *prometheus.Registry
-	events [event.Lost + 1]prometheus.Counter
+	events [event.KindCount]prometheus.Counter
 }
 
 // New registers nstrace's metrics.
@@ -45,6 +45,9 @@ func New(src Source, info version.Info) *Metrics {
 		Help: "Events written to the feed, by kind.",
 	}, []string{"kind"})
 	for _, k := range event.Traced {
+		if k.OnlySelects() {
+			continue
+		}
 		m.events[k] = events.WithLabelValues(k.String())
 	}
 	lost := prometheus.NewDesc("nstrace_lost_events_total", "Events the kernel side could not deliver, by reason.", []string{"reason"}, nil)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -28,6 +29,14 @@ type Query struct {
 	AnyType bool
 	PID     uint32
 	JSON    bool
+	// OnlyType limits the full listing to namespaces of type ListType
+	// (lsns -t).
+	OnlyType bool
+	ListType ns.Type
+	// Tree draws the full listing as a tree (lsns -T): "owner" puts each
+	// namespace under the user namespace that owns it, "parent" pid and
+	// user namespaces under the ones they nest in.
+	Tree string
 }
 
 // world is what a listing reads: /proc, mounts, containers.
@@ -58,7 +67,7 @@ func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
 	case q.Inode != 0:
 		return w.procsInNS(q, out)
 	}
-	return w.listNS(q.JSON, out)
+	return w.listNS(q, out)
 }
 
 func (w *world) containerOf(p procfs.Proc) *event.Container {
@@ -72,10 +81,27 @@ type nsRow struct {
 	NProcs    int                   `json:"nprocs"`
 	PID       uint32                `json:"pid,omitempty"`
 	Comm      string                `json:"comm,omitempty"`
+	User      string                `json:"user,omitempty"`
+	Parent    uint64                `json:"pns,omitempty"`
+	Owner     uint64                `json:"ons,omitempty"`
 	Container *output.ContainerJSON `json:"container,omitempty"`
 	Host      bool                  `json:"host"`
 	Mounts    []string              `json:"mounts,omitempty"`
 	FDs       []string              `json:"fds,omitempty"`
+}
+
+// nsFile is a path that opens n: a member's link, a bind mount, an fd.
+func (w *world) nsFile(n procfs.Namespace) string {
+	switch {
+	case len(n.PIDs) > 0:
+		return fmt.Sprintf("%s/%d/ns/%s", w.procRoot, n.PIDs[0], n.Type)
+	case len(n.Mounts) > 0:
+		return n.Mounts[0]
+	case len(n.FDs) > 0:
+		pid, fd, _ := strings.Cut(n.FDs[0], "/")
+		return w.procRoot + "/" + pid + "/fd/" + fd
+	}
+	return ""
 }
 
 // procRow is one process in a namespace.
@@ -97,18 +123,28 @@ type typeRow struct {
 	Container *output.ContainerJSON `json:"container,omitempty"`
 }
 
-func (w *world) listNS(asJSON bool, out io.Writer) error {
+func (w *world) listNS(q Query, out io.Writer) error {
 	var rows []nsRow
 	for _, n := range procfs.NamespacesHeldOpen(w.procRoot, w.mountinfo, w.procs) {
 		r := nsRow{Inode: n.Inode, Type: n.Type.String(), NProcs: len(n.PIDs), Host: w.host[n.Type] == n.Inode, Mounts: n.Mounts, FDs: n.FDs}
 		if len(n.PIDs) > 0 {
 			if p, ok := procfs.FindProc(w.procs, n.PIDs[0]); ok {
-				r.PID, r.Comm = p.PID, p.Comm
+				r.PID, r.Comm, r.User = p.PID, p.Comm, procfs.UserName(p.UID)
 				r.Container = output.ContainerForJSON(w.containerOf(p))
 			}
 		}
+		if rel, err := procfs.ReadRelations(w.nsFile(n)); err == nil {
+			r.Parent, r.Owner = rel.Parent, rel.Owner
+		}
 		rows = append(rows, r)
 	}
+	if q.Tree != "" {
+		return writeTree(out, rows, q)
+	}
+	if q.OnlyType {
+		rows = ofType(rows, q.ListType)
+	}
+	asJSON := q.JSON
 	var unreadable []procfs.Proc
 	for _, p := range w.procs {
 		if !p.Readable {
@@ -126,17 +162,18 @@ func (w *world) listNS(asJSON bool, out io.Writer) error {
 		return encodeLines(out, marks)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NS\tTYPE\tNPROCS\tPID\tCOMM\tCONTAINER\tHOST\tHELD BY")
+	fmt.Fprintln(tw, "NS\tTYPE\tNPROCS\tPID\tUSER\tCOMM\tPNS\tONS\tCONTAINER\tHOST\tHELD BY")
 	for _, r := range rows {
-		pid, comm := "-", "-"
+		pid, user, comm := "-", "-", "-"
 		if r.PID != 0 {
-			pid, comm = strconv.Itoa(int(r.PID)), escape(r.Comm)
+			pid, user, comm = strconv.Itoa(int(r.PID)), escape(r.User), escape(r.Comm)
 		}
 		held := strings.Join(append(append([]string{}, r.Mounts...), prefixAll("fd ", r.FDs)...), ",")
 		if held == "" {
 			held = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.Inode, r.Type, r.NProcs, pid, comm, containerCell(r.Container), yesNo(r.Host), escape(held))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Inode, r.Type, r.NProcs, pid, user, comm,
+			inodeCell(r.Parent), inodeCell(r.Owner), containerCell(r.Container), yesNo(r.Host), escape(held))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -255,4 +292,93 @@ func prefixAll(p string, s []string) []string {
 // escape keeps a name from changing the terminal or the table.
 func escape(s string) string {
 	return string(output.AppendEscaped(nil, []byte(s)))
+}
+
+func inodeCell(ino uint64) string {
+	if ino == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(ino, 10)
+}
+
+func ofType(rows []nsRow, t ns.Type) []nsRow {
+	var out []nsRow
+	for _, r := range rows {
+		if r.Type == t.String() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// writeTree draws rows as lsns -T does: each namespace under its owner
+// (q.Tree "owner") or its parent ("parent"); a namespace whose owner or
+// parent is not listed is a root. With OnlyType, only that type's
+// namespaces are drawn, under the same rule.
+func writeTree(out io.Writer, rows []nsRow, q Query) error {
+	if q.OnlyType {
+		rows = ofType(rows, q.ListType)
+	}
+	up := func(r nsRow) uint64 { return r.Owner }
+	if q.Tree == "parent" {
+		up = func(r nsRow) uint64 { return r.Parent }
+	}
+	// Inodes are unique across types: one inode space for all of nsfs.
+	listed := map[uint64]bool{}
+	for _, r := range rows {
+		listed[r.Inode] = true
+	}
+	kids := map[uint64][]nsRow{}
+	var roots []nsRow
+	for _, r := range rows {
+		if p := up(r); p != 0 && listed[p] && p != r.Inode {
+			kids[p] = append(kids[p], r)
+		} else {
+			roots = append(roots, r)
+		}
+	}
+	// User namespaces first under each node: they carry the rest.
+	order := func(rs []nsRow) {
+		sort.SliceStable(rs, func(i, j int) bool {
+			ui, uj := rs[i].Type == "user", rs[j].Type == "user"
+			if ui != uj {
+				return ui
+			}
+			return false
+		})
+	}
+	order(roots)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NS\tTYPE\tNPROCS\tPID\tUSER\tCOMM\tCONTAINER")
+	var draw func(r nsRow, prefix, branch string, depth int)
+	draw = func(r nsRow, prefix, branch string, depth int) {
+		pid, user, comm := "-", "-", "-"
+		if r.PID != 0 {
+			pid, user, comm = strconv.Itoa(int(r.PID)), escape(r.User), escape(r.Comm)
+		}
+		fmt.Fprintf(tw, "%s%s%d\t%s\t%d\t%s\t%s\t%s\t%s\n", prefix, branch, r.Inode, r.Type, r.NProcs, pid, user, comm, containerCell(r.Container))
+		if depth > 64 {
+			return
+		}
+		cs := kids[r.Inode]
+		order(cs)
+		next := prefix
+		switch branch {
+		case "├─":
+			next += "│ "
+		case "└─":
+			next += "  "
+		}
+		for i, c := range cs {
+			b := "├─"
+			if i == len(cs)-1 {
+				b = "└─"
+			}
+			draw(c, next, b, depth+1)
+		}
+	}
+	for _, r := range roots {
+		draw(r, "", "", 0)
+	}
+	return tw.Flush()
 }

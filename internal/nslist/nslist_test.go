@@ -26,7 +26,7 @@ func TestNSListingFakeProc(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := out.String()
-	for _, want := range []string{"4026532500  net   2       10   a     -          no", "4026531838  uts   1       10   a     -          yes", "unreadable namespaces: 1 (init)"} {
+	for _, want := range []string{"4026532500  net   2       10   root  a     -    -    -          no", "4026531838  uts   1       10   root  a     -    -    -          yes", "unreadable namespaces: 1 (init)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("listing lacks %q:\n%s", want, text)
 		}
@@ -34,5 +34,40 @@ func TestNSListingFakeProc(t *testing.T) {
 	out.Reset()
 	if err := Run(root, host, Query{Inode: 4026532500, Type: ns.Net}, &out); err != nil || !strings.Contains(out.String(), `b\x1b[31m`) {
 		t.Errorf("processes in net:[4026532500]: %s %v", out.String(), err)
+	}
+}
+
+func TestTree(t *testing.T) {
+	rows := []nsRow{
+		{Inode: 1, Type: "user", NProcs: 3, PID: 1, User: "root", Comm: "init"},
+		{Inode: 2, Type: "pid", NProcs: 3, PID: 1, User: "root", Comm: "init", Owner: 1},
+		{Inode: 3, Type: "user", NProcs: 2, PID: 50, User: "alice", Comm: "podman", Parent: 1, Owner: 1},
+		{Inode: 4, Type: "pid", NProcs: 1, PID: 51, User: "alice", Comm: "sh", Parent: 2, Owner: 3},
+		{Inode: 5, Type: "net", NProcs: 1, PID: 51, User: "alice", Comm: "sh", Owner: 3},
+	}
+	var out bytes.Buffer
+	if err := writeTree(&out, rows, Query{Tree: "owner"}); err != nil {
+		t.Fatal(err)
+	}
+	want := `NS     TYPE  NPROCS  PID  USER   COMM    CONTAINER
+1      user  3       1    root   init    -
+├─3    user  2       50   alice  podman  -
+│ ├─4  pid   1       51   alice  sh      -
+│ └─5  net   1       51   alice  sh      -
+└─2    pid   3       1    root   init    -
+`
+	if out.String() != want {
+		t.Errorf("owner tree:\n%s\nwant:\n%s", out.String(), want)
+	}
+	out.Reset()
+	if err := writeTree(&out, rows, Query{Tree: "parent", OnlyType: true, ListType: ns.Pid}); err != nil {
+		t.Fatal(err)
+	}
+	want = `NS   TYPE  NPROCS  PID  USER   COMM  CONTAINER
+2    pid   3       1    root   init  -
+└─4  pid   1       51   alice  sh    -
+`
+	if out.String() != want {
+		t.Errorf("parent tree of pid namespaces:\n%s\nwant:\n%s", out.String(), want)
 	}
 }

@@ -138,6 +138,32 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		if e.ArgsTruncated {
 			b = append(b, "…"...)
 		}
+		if e.Ret < 0 {
+			b = append(b, ' ')
+			b = appendRet(b, e.Ret)
+		}
+	case event.Comm:
+		b = append(b, "renamed "...)
+		b = appendHuman(b, e.Comm)
+		b = append(b, " → "...)
+		b = appendHuman(b, e.CommNew)
+	case event.UID:
+		b = appendIDMove(b, "uid", e.OldUID, e.UID)
+		b = appendIDMove(b, "euid", e.OldEUID, e.EUID)
+		b = appendIDMove(b, "gid", e.OldGID, e.GID)
+		b = appendIDMove(b, "egid", e.OldEGID, e.EGID)
+		b = appendRet(b, e.Ret)
+	case event.SID:
+		b = append(b, "setsid "...)
+		b = appendRet(b, e.Ret)
+	case event.Ptrace:
+		b = append(b, PtraceRequest(e.FlagsRaw)...)
+		if e.FlagsRaw != ptraceTraceme {
+			b = append(b, " pid "...)
+			b = strconv.AppendUint(b, uint64(e.TargetPID), 10)
+		}
+		b = append(b, ' ')
+		b = appendRet(b, e.Ret)
 	case event.Fork, event.Clone:
 		if e.Kind == event.Clone {
 			b = appendFlagNames(b, e.FlagsRaw, true)
@@ -211,6 +237,8 @@ func appendLine(b []byte, e *event.Event, host *ns.Set, allNS, containers bool) 
 		b = appendMoves(b, e)
 	}
 
+	b = appendAncestors(b, e.Ancestors)
+
 	// The process's own namespaces: those not the host's, or all; a move
 	// already shown above is not repeated.
 	var moved ns.Mask
@@ -267,6 +295,68 @@ func appendLost(b []byte, e *event.Event) []byte {
 		b = append(b, " events: "...)
 	}
 	return append(b, LostText(e.Reason)...)
+}
+
+// appendIDMove shows an id, and its change: "uid 0→1000 ".
+func appendIDMove(b []byte, name string, before, after uint32) []byte {
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(before), 10)
+	if after != before {
+		b = append(b, "→"...)
+		b = strconv.AppendUint(b, uint64(after), 10)
+	}
+	return append(b, ' ')
+}
+
+// appendAncestors shows the parents, nearest first, as host pid (and,
+// where it differs, "/" and the pid in the parent's own pid namespace) and
+// name; "|" marks where the pid namespace changes.
+func appendAncestors(b []byte, as []event.Ancestor) []byte {
+	if len(as) == 0 {
+		return b
+	}
+	b = append(b, " ancestors="...)
+	for i, a := range as {
+		if i > 0 {
+			if as[i-1].PidNS != a.PidNS {
+				b = append(b, '|')
+			} else {
+				b = append(b, ',')
+			}
+		}
+		b = strconv.AppendUint(b, uint64(a.PID), 10)
+		if a.NSPID != a.PID {
+			b = append(b, '/')
+			b = strconv.AppendUint(b, uint64(a.NSPID), 10)
+		}
+		b = append(b, ':')
+		b = appendHuman(b, a.Comm)
+	}
+	return b
+}
+
+// ptrace requests nstrace reports.
+const (
+	ptraceTraceme = 0
+	ptraceAttach  = 16
+	ptraceDetach  = 17
+	ptraceSeize   = 0x4206
+)
+
+// PtraceRequest names a ptrace request.
+func PtraceRequest(req uint64) string {
+	switch req {
+	case ptraceTraceme:
+		return "PTRACE_TRACEME"
+	case ptraceAttach:
+		return "PTRACE_ATTACH"
+	case ptraceDetach:
+		return "PTRACE_DETACH"
+	case ptraceSeize:
+		return "PTRACE_SEIZE"
+	}
+	return "request " + strconv.FormatUint(req, 10)
 }
 
 func appendFlagNames(b []byte, raw uint64, clone bool) []byte {

@@ -166,6 +166,8 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	b = keyUint(b, "nspid", uint64(e.NSPID))
 	b = keyUint(b, "uid", uint64(e.UID))
 	b = keyUint(b, "gid", uint64(e.GID))
+	b = keyUint(b, "euid", uint64(e.EUID))
+	b = keyUint(b, "egid", uint64(e.EGID))
 	b = keyBytes(b, "comm", e.Comm)
 	b = appendNS(b, "ns", &e.NS)
 	b = key(b, "cgroup")
@@ -204,6 +206,10 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 			b = append(b, ']')
 		}
 		b = keyBool(b, "args_truncated", e.ArgsTruncated)
+		if e.Ret < 0 {
+			b = keyInt(b, "ret", e.Ret)
+			b = keyStr(b, "errno", Errno(e.Ret))
+		}
 	case event.Fork, event.Clone:
 		b = keyUint(b, "child_pid", uint64(e.ChildPID))
 		b = keyUint(b, "child_nspid", uint64(e.ChildNSPID))
@@ -218,6 +224,26 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 		b = keyInt(b, "signal", int64(e.Signal))
 		b = keyBool(b, "core_dumped", e.CoreDumped)
 		b = keyInt(b, "duration_ns", int64(e.Duration))
+	case event.Comm:
+		b = keyBytes(b, "comm_new", e.CommNew)
+	case event.UID:
+		b = keyUint(b, "old_uid", uint64(e.OldUID))
+		b = keyUint(b, "old_euid", uint64(e.OldEUID))
+		b = keyUint(b, "old_gid", uint64(e.OldGID))
+		b = keyUint(b, "old_egid", uint64(e.OldEGID))
+		b = appendRetOnly(b, e.Ret)
+	case event.SID:
+		if e.Ret > 0 {
+			b = keyInt(b, "sid", e.Ret)
+		}
+		b = appendRetOnly(b, e.Ret)
+	case event.Ptrace:
+		b = keyStr(b, "request", PtraceRequest(e.FlagsRaw))
+		b = keyUint(b, "request_raw", e.FlagsRaw)
+		if e.FlagsRaw != ptraceTraceme {
+			b = keyUint(b, "target_pid", uint64(e.TargetPID))
+		}
+		b = appendRetOnly(b, e.Ret)
 	case event.Unshare:
 		b = appendFlags(b, e.FlagsRaw, false)
 		b = appendResult(b, e)
@@ -247,6 +273,9 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 			b = keyBool(b, "compat", true)
 		}
 	}
+	if len(e.Ancestors) > 0 {
+		b = appendAncestorsJSON(b, e.Ancestors)
+	}
 	return append(b, '}')
 }
 
@@ -256,6 +285,33 @@ func appendFlags(b []byte, raw uint64, clone bool) []byte {
 	b = appendCloneFlags(b, raw, clone, ",", quoted)
 	b = append(b, ']')
 	return keyUint(b, "flags_raw", raw)
+}
+
+// appendRetOnly writes a system call's result and its errno's name.
+func appendRetOnly(b []byte, ret int64) []byte {
+	b = keyInt(b, "ret", ret)
+	if ret < 0 {
+		b = keyStr(b, "errno", Errno(ret))
+	}
+	return b
+}
+
+// appendAncestorsJSON writes the parents, nearest first.
+func appendAncestorsJSON(b []byte, as []event.Ancestor) []byte {
+	b = key(b, "ancestors")
+	b = append(b, '[')
+	for i, a := range as {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"pid":`...)
+		b = strconv.AppendUint(b, uint64(a.PID), 10)
+		b = keyUint(b, "nspid", uint64(a.NSPID))
+		b = keyUint(b, "pid_ns", a.PidNS)
+		b = keyBytes(b, "comm", a.Comm)
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 func appendResult(b []byte, e *event.Event) []byte {

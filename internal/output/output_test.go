@@ -63,7 +63,21 @@ func samples() []*event.Event {
 	untracked.Kind, untracked.Count, untracked.Reason, untracked.ChildPID = event.Lost, 1, event.LostTracked, 4245
 	compat := unshare
 	compat.Compat, compat.FlagsRaw, compat.NS = true, 0, host
-	return []*event.Event{&exec, &fork, &exit, &exitOK, &clone, &unshare, &setns, &bad, &lost, &pending, &untracked, &compat}
+	failed := base
+	failed.Kind, failed.Filename, failed.Ret = event.Exec, []byte("/no/such"), -2
+	comm := base
+	comm.Kind, comm.Comm, comm.CommNew = event.Comm, []byte("sleep"), []byte("worker\x1b")
+	uid := base
+	uid.Kind, uid.OldUID, uid.OldEUID, uid.UID, uid.EUID, uid.OldGID, uid.OldEGID = event.UID, 0, 0, 1000, 1000, 0, 0
+	sid := base
+	sid.Kind, sid.Ret = event.SID, 4242
+	ptrace := base
+	ptrace.Kind, ptrace.FlagsRaw, ptrace.TargetPID, ptrace.Ret = event.Ptrace, 16, 4250, 0
+	withAnc := exec
+	withAnc.Ancestors = []event.Ancestor{{PID: 4241, NSPID: 1, PidNS: 4026532397, Comm: []byte("runc:[2:INIT]")},
+		{PID: 4000, NSPID: 4000, PidNS: 4026531836, Comm: []byte("containerd-shim")}, {PID: 1, NSPID: 1, PidNS: 4026531836, Comm: []byte("init")}}
+	return []*event.Event{&exec, &fork, &exit, &exitOK, &clone, &unshare, &setns, &bad, &lost, &pending, &untracked, &compat,
+		&failed, &comm, &uid, &sid, &ptrace, &withAnc}
 }
 
 // humanLine is the human view's line for e, without a newline.

@@ -24,7 +24,19 @@ var kinds = [...]event.Kind{
 	nstraceNstKindNST_EV_UNSHARE:   event.Unshare,
 	nstraceNstKindNST_EV_SETNS:     event.Setns,
 	nstraceNstKindNST_EV_UNTRACKED: event.Lost,
+	nstraceNstKindNST_EV_COMM:      event.Comm,
+	nstraceNstKindNST_EV_UID:       event.UID,
+	nstraceNstKindNST_EV_SID:       event.SID,
+	nstraceNstKindNST_EV_PTRACE:    event.Ptrace,
 }
+
+// ancestorSize is one struct ancestor; a record that carries them has
+// NST_ANCESTORS_MAX slots after its fixed part.
+const (
+	ancestorSize  = int(unsafe.Sizeof(nstraceAncestor{}))
+	ancestorsMax  = 8
+	ancestorsSize = ancestorsMax * ancestorSize
+)
 
 // cgroupRecordSize is the size of a cgroup names record.
 const cgroupRecordSize = int(unsafe.Sizeof(nstraceCgroupEvent{}))
@@ -48,6 +60,7 @@ const (
 	flagFilenameTruncated = uint32(nstraceNstFlagNST_F_FILENAME_TRUNCATED)
 	flagArgsUnreadable    = uint32(nstraceNstFlagNST_F_ARGS_UNREADABLE)
 	flagCompat            = uint32(nstraceNstFlagNST_F_COMPAT)
+	flagAncestors         = uint32(nstraceNstFlagNST_F_ANCESTORS)
 )
 
 // recordSize is the fixed part of every record; exec records carry the
@@ -63,9 +76,10 @@ var (
 // Decoder turns raw ring buffer samples into events. It reuses its own
 // storage: an event it fills is valid until the next call.
 type Decoder struct {
-	clock   wallClock
-	args    [][]byte
-	cgroups map[uint64]cgroupNames
+	clock     wallClock
+	args      [][]byte
+	ancestors []event.Ancestor
+	cgroups   map[uint64]cgroupNames
 	// forget is called with the cgroup ids dropped from cgroups.
 	forget func([]uint64)
 	// lossSeq is the kernel's loss count as of the last record or check;
@@ -116,13 +130,28 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 		CgroupID: r.CgroupId,
 		NS:       widen(&r.Ns),
 		Compat:   r.Flags&flagCompat != 0,
+		EUID:     r.Euid,
+		EGID:     r.Egid,
 	}
 	if c, ok := d.cgroups[r.CgroupId]; ok {
 		e.CgroupName, e.CgroupParent = c.name, c.parent
 	}
+	tail := raw[recordSize:]
+	if r.Flags&flagAncestors != 0 {
+		if len(tail) < ancestorsSize || r.Ancestors > ancestorsMax {
+			return fmt.Errorf("%w: %d bytes of ancestors, want %d", ErrShortRecord, len(tail), ancestorsSize)
+		}
+		d.ancestors = d.ancestors[:0]
+		for i := 0; i < int(r.Ancestors); i++ {
+			a := (*nstraceAncestor)(unsafe.Pointer(&tail[i*ancestorSize]))
+			comm := tail[i*ancestorSize+int(unsafe.Offsetof(a.Comm)):][:len(a.Comm)]
+			d.ancestors = append(d.ancestors, event.Ancestor{PID: a.Pid, NSPID: a.Nspid, PidNS: uint64(a.PidNs), Comm: cString(comm)})
+		}
+		e.Ancestors = d.ancestors
+		tail = tail[ancestorsSize:]
+	}
 	switch e.Kind {
 	case event.Exec:
-		tail := raw[recordSize:]
 		fl, al := int(r.FilenameLen), int(r.ArgsLen)
 		if fl > len(tail) || al > len(tail)-fl {
 			return fmt.Errorf("%w: exec tail of %d bytes, header says %d+%d", ErrShortRecord, len(tail), fl, al)
@@ -132,6 +161,7 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 		e.ArgsTruncated = r.Flags&(flagArgsTruncated|flagArgsUnreadable) != 0
 		d.args = splitArgs(d.args[:0], tail[fl:fl+al])
 		e.Args = d.args
+		e.Ret = r.Ret
 	case event.Fork, event.Clone:
 		e.ChildPID = r.ChildPid
 		e.ChildNSPID = r.ChildNspid
@@ -152,6 +182,15 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 		e.TargetNS = uint64(r.TargetNs)
 		e.TargetType = uint64(r.TargetType)
 		e.TargetPID = r.TargetPid
+	case event.Comm:
+		e.CommNew = cString(raw[unsafe.Offsetof(r.CommNew):][:len(r.CommNew)])
+	case event.UID:
+		e.OldUID, e.OldEUID, e.OldGID, e.OldEGID = r.OldUid, r.OldEuid, r.OldGid, r.OldEgid
+		e.Ret = r.Ret
+	case event.SID:
+		e.Ret = r.Ret
+	case event.Ptrace:
+		e.FlagsRaw, e.TargetPID, e.Ret = r.FlagsRaw, r.TargetPid, r.Ret
 	case event.Lost:
 		e.Reason = event.LostTracked
 		e.Count = 1

@@ -35,9 +35,10 @@ func putString(dst []int8, s string) {
 }
 
 func TestRecordSizeMatchesC(t *testing.T) {
-	// 6 u64, 18 u32, two arrays of 10 u32, comm[16]: bpf/nstrace.h.
-	if recordSize != 6*8+18*4+2*10*4+16 {
-		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out %d", recordSize, 6*8+18*4+2*10*4+16)
+	// 6 u64, 24 u32, two arrays of 10 u32, comm[16] and comm_new[16]:
+	// bpf/nstrace.h.
+	if want := 6*8 + 24*4 + 2*10*4 + 2*16; recordSize != want {
+		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out %d", recordSize, want)
 	}
 	if kindOffset != int(unsafe.Offsetof(nstraceCgroupEvent{}.Kind)) {
 		t.Fatal("struct event and struct cgroup_event keep kind at different offsets")

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -155,6 +156,66 @@ func helper(mode string, args []string) int {
 			_ = c.Process.Kill()
 			_ = c.Wait()
 		}
+		return 0
+	case "rename":
+		// prctl(PR_SET_NAME), then a write to /proc/self/comm.
+		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte(args[0] + "\x00")[0])), 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := os.WriteFile(fmt.Sprintf("/proc/self/task/%d/comm", unix.Gettid()), []byte(args[1]), 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case "setresuid":
+		// This thread alone takes uid and gid ARG (Go's Setuid would
+		// change every thread, one call each).
+		id, _ := strconv.Atoi(args[0])
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESGID, uintptr(id), uintptr(id), uintptr(id)); e != 0 {
+			fmt.Fprintln(os.Stderr, e)
+			return 1
+		}
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, uintptr(id), uintptr(id), uintptr(id)); e != 0 {
+			fmt.Fprintln(os.Stderr, e)
+			return 1
+		}
+		// A call that changes nothing is no uid event.
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, ^uintptr(0), ^uintptr(0), ^uintptr(0)); e != 0 {
+			return 1
+		}
+		return 0
+	case "setsid":
+		sid, err := unix.Setsid()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(sid)
+		return 0
+	case "ptrace":
+		// Attach to a child, wait for it to stop, detach; print its pid.
+		c := exec.Command("sleep", "60")
+		if err := c.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer func() { _ = c.Process.Kill(); _ = c.Wait() }()
+		pid := c.Process.Pid
+		if err := unix.PtraceAttach(pid); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := unix.PtraceDetach(pid); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(pid)
 		return 0
 	case "compat":
 		// 32-bit system calls from this 64-bit process, given as

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type nstraceAncestor struct {
+	_     structs.HostLayout
+	Pid   uint32
+	Nspid uint32
+	PidNs uint32
+	Comm  [16]int8
+}
+
 type nstraceCgroupEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -50,16 +58,29 @@ type nstraceEvent struct {
 	TargetPid   uint32
 	FilenameLen uint32
 	ArgsLen     uint32
-	Pad         uint32
+	Ancestors   uint32
+	Euid        uint32
+	Egid        uint32
+	OldUid      uint32
+	OldEuid     uint32
+	OldGid      uint32
+	OldEgid     uint32
 	Ns          [10]uint32
 	NsOther     [10]uint32
 	Comm        [16]int8
+	CommNew     [16]int8
+}
+
+type nstraceEventAnc struct {
+	_   structs.HostLayout
+	Ev  nstraceEvent
+	Anc [8]nstraceAncestor
 }
 
 type nstraceExecBuf struct {
 	_    structs.HostLayout
 	Ev   nstraceEvent
-	Data [36864]int8
+	Data [37088]int8
 }
 
 type nstraceExitKey struct {
@@ -85,6 +106,7 @@ const (
 	nstraceNstFlagNST_F_TARGET_PIDFD       nstraceNstFlag = 8
 	nstraceNstFlagNST_F_TARGET_NSFS        nstraceNstFlag = 16
 	nstraceNstFlagNST_F_COMPAT             nstraceNstFlag = 32
+	nstraceNstFlagNST_F_ANCESTORS          nstraceNstFlag = 64
 )
 
 type nstraceNstKind uint32
@@ -99,6 +121,10 @@ const (
 	nstraceNstKindNST_EV_UNTRACKED nstraceNstKind = 7
 	nstraceNstKindNST_EV_CGROUP    nstraceNstKind = 8
 	nstraceNstKindNST_EV_WAKE      nstraceNstKind = 9
+	nstraceNstKindNST_EV_COMM      nstraceNstKind = 10
+	nstraceNstKindNST_EV_UID       nstraceNstKind = 11
+	nstraceNstKindNST_EV_SID       nstraceNstKind = 12
+	nstraceNstKindNST_EV_PTRACE    nstraceNstKind = 13
 )
 
 type nstraceNstLostReason uint32
@@ -125,6 +151,21 @@ const (
 	nstraceNstNsNST_NS_USER              nstraceNstNs = 8
 	nstraceNstNsNST_NS_UTS               nstraceNstNs = 9
 	nstraceNstNsNST_NS_COUNT             nstraceNstNs = 10
+)
+
+type nstraceNstSyscallClass uint32
+
+const (
+	nstraceNstSyscallClassNST_SYS_NONE     nstraceNstSyscallClass = 0
+	nstraceNstSyscallClassNST_SYS_CLONE    nstraceNstSyscallClass = 1
+	nstraceNstSyscallClassNST_SYS_CLONE3   nstraceNstSyscallClass = 2
+	nstraceNstSyscallClassNST_SYS_UNSHARE  nstraceNstSyscallClass = 3
+	nstraceNstSyscallClassNST_SYS_SETNS    nstraceNstSyscallClass = 4
+	nstraceNstSyscallClassNST_SYS_EXECVE   nstraceNstSyscallClass = 5
+	nstraceNstSyscallClassNST_SYS_EXECVEAT nstraceNstSyscallClass = 6
+	nstraceNstSyscallClassNST_SYS_CRED     nstraceNstSyscallClass = 7
+	nstraceNstSyscallClassNST_SYS_SETSID   nstraceNstSyscallClass = 8
+	nstraceNstSyscallClassNST_SYS_PTRACE   nstraceNstSyscallClass = 9
 )
 
 type nstraceRecentCgroups struct {
@@ -176,6 +217,7 @@ type nstraceSpecs struct {
 type nstraceProgramSpecs struct {
 	NstCloneIn    *ebpf.ProgramSpec `ebpf:"nst_clone_in"`
 	NstCloneOut   *ebpf.ProgramSpec `ebpf:"nst_clone_out"`
+	NstComm       *ebpf.ProgramSpec `ebpf:"nst_comm"`
 	NstExec       *ebpf.ProgramSpec `ebpf:"nst_exec"`
 	NstExit       *ebpf.ProgramSpec `ebpf:"nst_exit"`
 	NstExitClaim  *ebpf.ProgramSpec `ebpf:"nst_exit_claim"`
@@ -211,6 +253,7 @@ type nstraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceVariableSpecs struct {
+	NstAncestors      *ebpf.VariableSpec `ebpf:"nst_ancestors"`
 	NstFilterCgroup   *ebpf.VariableSpec `ebpf:"nst_filter_cgroup"`
 	NstFilterNs       *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
 	NstFilterPids     *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
@@ -218,28 +261,29 @@ type nstraceVariableSpecs struct {
 	NstHost           *ebpf.VariableSpec `ebpf:"nst_host"`
 	NstLost           *ebpf.VariableSpec `ebpf:"nst_lost"`
 	NstLostSeq        *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
-	NstNr32Clone      *ebpf.VariableSpec `ebpf:"nst_nr32_clone"`
-	NstNr32Clone3     *ebpf.VariableSpec `ebpf:"nst_nr32_clone3"`
-	NstNr32Setns      *ebpf.VariableSpec `ebpf:"nst_nr32_setns"`
-	NstNr32Unshare    *ebpf.VariableSpec `ebpf:"nst_nr32_unshare"`
-	NstNrClone        *ebpf.VariableSpec `ebpf:"nst_nr_clone"`
-	NstNrClone3       *ebpf.VariableSpec `ebpf:"nst_nr_clone3"`
-	NstNrSetns        *ebpf.VariableSpec `ebpf:"nst_nr_setns"`
-	NstNrUnshare      *ebpf.VariableSpec `ebpf:"nst_nr_unshare"`
 	NstReaderWaiting  *ebpf.VariableSpec `ebpf:"nst_reader_waiting"`
 	NstRecentCgroups  *ebpf.VariableSpec `ebpf:"nst_recent_cgroups"`
+	NstSysclass       *ebpf.VariableSpec `ebpf:"nst_sysclass"`
+	NstSysclass32     *ebpf.VariableSpec `ebpf:"nst_sysclass32"`
 	NstWantClone      *ebpf.VariableSpec `ebpf:"nst_want_clone"`
+	NstWantComm       *ebpf.VariableSpec `ebpf:"nst_want_comm"`
 	NstWantExec       *ebpf.VariableSpec `ebpf:"nst_want_exec"`
 	NstWantExit       *ebpf.VariableSpec `ebpf:"nst_want_exit"`
+	NstWantFailed     *ebpf.VariableSpec `ebpf:"nst_want_failed"`
 	NstWantFork       *ebpf.VariableSpec `ebpf:"nst_want_fork"`
+	NstWantPtrace     *ebpf.VariableSpec `ebpf:"nst_want_ptrace"`
 	NstWantSetns      *ebpf.VariableSpec `ebpf:"nst_want_setns"`
+	NstWantSid        *ebpf.VariableSpec `ebpf:"nst_want_sid"`
+	NstWantUid        *ebpf.VariableSpec `ebpf:"nst_want_uid"`
 	NstWantUnshare    *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
+	UnusedAncestor    *ebpf.VariableSpec `ebpf:"unused_ancestor"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
 	UnusedLost        *ebpf.VariableSpec `ebpf:"unused_lost"`
 	UnusedNs          *ebpf.VariableSpec `ebpf:"unused_ns"`
+	UnusedSysclass    *ebpf.VariableSpec `ebpf:"unused_sysclass"`
 	UnusedWakeEvent   *ebpf.VariableSpec `ebpf:"unused_wake_event"`
 }
 
@@ -296,6 +340,7 @@ func (m *nstraceMaps) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceVariables struct {
+	NstAncestors      *ebpf.Variable `ebpf:"nst_ancestors"`
 	NstFilterCgroup   *ebpf.Variable `ebpf:"nst_filter_cgroup"`
 	NstFilterNs       *ebpf.Variable `ebpf:"nst_filter_ns"`
 	NstFilterPids     *ebpf.Variable `ebpf:"nst_filter_pids"`
@@ -303,28 +348,29 @@ type nstraceVariables struct {
 	NstHost           *ebpf.Variable `ebpf:"nst_host"`
 	NstLost           *ebpf.Variable `ebpf:"nst_lost"`
 	NstLostSeq        *ebpf.Variable `ebpf:"nst_lost_seq"`
-	NstNr32Clone      *ebpf.Variable `ebpf:"nst_nr32_clone"`
-	NstNr32Clone3     *ebpf.Variable `ebpf:"nst_nr32_clone3"`
-	NstNr32Setns      *ebpf.Variable `ebpf:"nst_nr32_setns"`
-	NstNr32Unshare    *ebpf.Variable `ebpf:"nst_nr32_unshare"`
-	NstNrClone        *ebpf.Variable `ebpf:"nst_nr_clone"`
-	NstNrClone3       *ebpf.Variable `ebpf:"nst_nr_clone3"`
-	NstNrSetns        *ebpf.Variable `ebpf:"nst_nr_setns"`
-	NstNrUnshare      *ebpf.Variable `ebpf:"nst_nr_unshare"`
 	NstReaderWaiting  *ebpf.Variable `ebpf:"nst_reader_waiting"`
 	NstRecentCgroups  *ebpf.Variable `ebpf:"nst_recent_cgroups"`
+	NstSysclass       *ebpf.Variable `ebpf:"nst_sysclass"`
+	NstSysclass32     *ebpf.Variable `ebpf:"nst_sysclass32"`
 	NstWantClone      *ebpf.Variable `ebpf:"nst_want_clone"`
+	NstWantComm       *ebpf.Variable `ebpf:"nst_want_comm"`
 	NstWantExec       *ebpf.Variable `ebpf:"nst_want_exec"`
 	NstWantExit       *ebpf.Variable `ebpf:"nst_want_exit"`
+	NstWantFailed     *ebpf.Variable `ebpf:"nst_want_failed"`
 	NstWantFork       *ebpf.Variable `ebpf:"nst_want_fork"`
+	NstWantPtrace     *ebpf.Variable `ebpf:"nst_want_ptrace"`
 	NstWantSetns      *ebpf.Variable `ebpf:"nst_want_setns"`
+	NstWantSid        *ebpf.Variable `ebpf:"nst_want_sid"`
+	NstWantUid        *ebpf.Variable `ebpf:"nst_want_uid"`
 	NstWantUnshare    *ebpf.Variable `ebpf:"nst_want_unshare"`
+	UnusedAncestor    *ebpf.Variable `ebpf:"unused_ancestor"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
 	UnusedLost        *ebpf.Variable `ebpf:"unused_lost"`
 	UnusedNs          *ebpf.Variable `ebpf:"unused_ns"`
+	UnusedSysclass    *ebpf.Variable `ebpf:"unused_sysclass"`
 	UnusedWakeEvent   *ebpf.Variable `ebpf:"unused_wake_event"`
 }
 
@@ -334,6 +380,7 @@ type nstraceVariables struct {
 type nstracePrograms struct {
 	NstCloneIn    *ebpf.Program `ebpf:"nst_clone_in"`
 	NstCloneOut   *ebpf.Program `ebpf:"nst_clone_out"`
+	NstComm       *ebpf.Program `ebpf:"nst_comm"`
 	NstExec       *ebpf.Program `ebpf:"nst_exec"`
 	NstExit       *ebpf.Program `ebpf:"nst_exit"`
 	NstExitClaim  *ebpf.Program `ebpf:"nst_exit_claim"`
@@ -352,6 +399,7 @@ func (p *nstracePrograms) Close() error {
 	return _NstraceClose(
 		p.NstCloneIn,
 		p.NstCloneOut,
+		p.NstComm,
 		p.NstExec,
 		p.NstExit,
 		p.NstExitClaim,

@@ -73,6 +73,10 @@ type Options struct {
 	// ClaimExits recognises a process's last thread as kernels before
 	// 6.16 need it, even where the tracepoint says (for tests).
 	ClaimExits bool
+	// Failed also reports execs that failed, with the file they tried.
+	Failed bool
+	// Ancestors gives every event its process's parents.
+	Ancestors bool
 }
 
 // Limits are the sizes of the kernel side's tables, each a way to lose
@@ -166,12 +170,20 @@ func programsFor(p *nstraceProgramSpecs, opts Options, hooks Hooks, exitGroupDea
 	if kinds.Has(event.Exec) {
 		pl.attach = append(pl.attach, p.NstExec)
 	}
-	if kinds.Has(event.Exit) || f.Tracked {
+	if kinds.NeedsExit() || f.Tracked {
 		if exitGroupDead {
 			pl.attach = append(pl.attach, p.NstExit)
 		} else {
 			pl.attach = append(pl.attach, p.NstExitClaim)
 		}
+	}
+	if kinds.Has(event.Comm) {
+		pl.attach = append(pl.attach, p.NstComm)
+	}
+	// The raw syscall tracepoints serve what has no fentry program here,
+	// and everything where trampolines are refused.
+	if needsRawSyscalls(opts, hooks) {
+		pl.attach = append(pl.attach, p.NstSysEnter, p.NstSysExit)
 	}
 	switch {
 	case !needsSyscalls(kinds):
@@ -185,15 +197,22 @@ func programsFor(p *nstraceProgramSpecs, opts Options, hooks Hooks, exitGroupDea
 		if kinds.Has(event.Setns) {
 			pl.attach = append(pl.attach, p.NstSetnsIn, p.NstSetnsOut)
 		}
-	default:
-		pl.attach = append(pl.attach, p.NstSysEnter, p.NstSysExit)
 	}
 	pl.load = pl.attach
 	return pl
 }
 
+// needsSyscalls: the namespace calls, which have fentry programs.
 func needsSyscalls(kinds event.KindSet) bool {
 	return kinds.Has(event.Clone) || kinds.Has(event.Unshare) || kinds.Has(event.Setns)
+}
+
+// needsRawSyscalls: calls only the raw syscall tracepoints catch, or the
+// namespace calls where fentry is not used.
+func needsRawSyscalls(opts Options, hooks Hooks) bool {
+	k := opts.Kinds
+	return opts.Failed || k.Has(event.UID) || k.Has(event.SID) || k.Has(event.Ptrace) ||
+		(needsSyscalls(k) && hooks != HooksFentry)
 }
 
 // ValidBufferSize reports whether n can size the ring buffer.
@@ -244,8 +263,8 @@ func Open(opts Options) (_ *Probe, err error) {
 	if err := ValidBufferSize(opts.BufferSize); err != nil {
 		return nil, err
 	}
-	if needsSyscalls(opts.Kinds) && !syscallHooksArch() {
-		return nil, errors.New("clone, unshare and setns events are supported on x86_64 and arm64 only")
+	if (needsSyscalls(opts.Kinds) || needsRawSyscalls(opts, HooksTracepoint)) && !syscallHooksArch() {
+		return nil, errors.New("system call events (clone, unshare, setns, uid, sid, ptrace, failed execs) are supported on x86_64 and arm64 only")
 	}
 	if err := checkKernel(); err != nil {
 		return nil, err
@@ -334,7 +353,7 @@ func load(opts Options, hooks Hooks, exitGroupDead bool) (*ebpf.Collection, []*e
 	specs.NstSetnsOut.AttachTo = setnsWrapper
 	pl := programsFor(&specs.nstraceProgramSpecs, opts, hooks, exitGroupDead)
 	keepOnly(spec, pl.load)
-	if err := configure(&specs, opts); err != nil {
+	if err := configure(&specs, opts, hooks == HooksFentry); err != nil {
 		return nil, nil, nil, err
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
@@ -471,7 +490,7 @@ func HostNamespaces() (ns.Set, error) {
 }
 
 // configure sizes the maps and sets the programs' load-time options.
-func configure(s *nstraceSpecs, opts Options) error {
+func configure(s *nstraceSpecs, opts Options, fentry bool) error {
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return fmt.Errorf("counting CPUs: %w", err)
@@ -491,7 +510,13 @@ func configure(s *nstraceSpecs, opts Options) error {
 	if err := setAll([]varSetting{
 		{v.NstWantFork, b2u(k.Has(event.Fork))},
 		{v.NstWantExec, b2u(k.Has(event.Exec))},
-		{v.NstWantExit, b2u(k.Has(event.Exit))},
+		{v.NstWantExit, b2u(k.NeedsExit())},
+		{v.NstWantComm, b2u(k.Has(event.Comm))},
+		{v.NstWantUid, b2u(k.Has(event.UID))},
+		{v.NstWantSid, b2u(k.Has(event.SID))},
+		{v.NstWantPtrace, b2u(k.Has(event.Ptrace))},
+		{v.NstWantFailed, b2u(opts.Failed)},
+		{v.NstAncestors, b2u(opts.Ancestors)},
 		{v.NstWantClone, b2u(k.Has(event.Clone))},
 		{v.NstWantUnshare, b2u(k.Has(event.Unshare))},
 		{v.NstWantSetns, b2u(k.Has(event.Setns))},
@@ -502,7 +527,7 @@ func configure(s *nstraceSpecs, opts Options) error {
 	}); err != nil {
 		return err
 	}
-	return setSyscallNumbers(v)
+	return setSyscallClasses(v, opts, fentry)
 }
 
 type varSetting struct {

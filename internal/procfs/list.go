@@ -15,6 +15,7 @@ import (
 // Proc is what /proc says about one process.
 type Proc struct {
 	PID, PPID, NSPID uint32
+	UID              uint32 // real uid, as the reader's user namespace sees it
 	Comm             string
 	Cgroup           string // cgroup v2 path
 	NS               ns.Set
@@ -41,6 +42,11 @@ func ReadProc(procRoot string, pid uint32) (Proc, bool) {
 		switch key {
 		case "Name":
 			p.Comm = val
+		case "Uid":
+			if f := strings.Fields(val); len(f) > 0 {
+				n, _ := strconv.ParseUint(f[0], 10, 32)
+				p.UID = uint32(n)
+			}
 		case "PPid":
 			n, _ := strconv.ParseUint(val, 10, 32)
 			p.PPID = uint32(n)

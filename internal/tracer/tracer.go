@@ -52,6 +52,13 @@ type Config struct {
 	ReadyFD int
 	// MetricsAddr, if set, serves Prometheus metrics there.
 	MetricsAddr string
+	// Failed also reports execs that failed; Ancestors gives every event
+	// its process's parents.
+	Failed, Ancestors bool
+	// Duration, if set, ends the session after that long.
+	Duration time.Duration
+	// Stats prints per command counts at the end; Quiet writes no feed.
+	Stats, Quiet bool
 }
 
 // writer is the human or JSON view.
@@ -105,6 +112,7 @@ type Session struct {
 	badRecords atomic.Uint64
 	reported   probe.Losses // losses already written to the feed
 	metrics    *metrics.Metrics
+	stats      *stats
 }
 
 // New opens the probe and the output for cfg. The session's Close must be
@@ -138,6 +146,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	s.probe, err = probe.Open(probe.Options{
 		Kinds: cfg.Kinds, BufferSize: cfg.BufferSize, Debug: cfg.Debug,
 		Filter: filter, Hooks: cfg.Hooks, Limits: cfg.Limits,
+		Failed: cfg.Failed, Ancestors: cfg.Ancestors,
 	})
 	if err != nil {
 		return nil, err
@@ -149,6 +158,12 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 		fmt.Fprintf(stderr, "nstrace: namespace system calls: %s (%s); exits: %s\n", hooks, why, s.probe.ExitHook())
 	}
 
+	if cfg.Stats {
+		s.stats = newStats()
+	}
+	if cfg.Quiet {
+		stdout = io.Discard
+	}
 	s.sink, err = openSink(cfg.Output, stdout)
 	if err != nil {
 		return nil, err
@@ -258,6 +273,10 @@ func (s *Session) control(signals <-chan os.Signal) {
 	if s.cmd != nil {
 		done = s.cmd.Done()
 	}
+	var timeout <-chan time.Time
+	if s.cfg.Duration > 0 {
+		timeout = time.After(s.cfg.Duration)
+	}
 	signalled := 0
 	for {
 		select {
@@ -283,6 +302,9 @@ func (s *Session) control(signals <-chan os.Signal) {
 		case code := <-done:
 			s.exitCode.Store(int32(code))
 			s.stopWith(stopCommandDone)
+			return
+		case <-timeout:
+			s.stopWith(stopSignal)
 			return
 		}
 	}
@@ -364,7 +386,7 @@ func (s *Session) handle(e *event.Event) error {
 	}
 	// Filter first what needs no decoration: decoration costs lookups.
 	lost := e.Kind == event.Lost
-	if !lost && !s.filter.PassUndecorated(e) {
+	if !lost && !s.filter.PassUndecorated(e) || e.Kind == event.Exit && !s.cfg.Kinds.WantExit(e) {
 		return nil
 	}
 	s.decorate(e)
@@ -377,6 +399,7 @@ func (s *Session) handle(e *event.Event) error {
 	if !lost {
 		s.seen++
 		s.metrics.Event(e)
+		s.stats.add(e)
 	}
 	return nil
 }
@@ -448,6 +471,7 @@ func (s *Session) end() (int, error) {
 }
 
 func (s *Session) report() {
+	s.stats.write(s.stderr)
 	losses, _ := s.probe.Losses()
 	fmt.Fprintf(s.stderr, "nstrace: %d events, %d lost", s.seen, losses.Total())
 	var why []string
