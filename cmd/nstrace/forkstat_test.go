@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -75,28 +76,24 @@ func TestPrivilegedQuietStatsDuration(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	// A name under 16 bytes: the kernel's comm keeps 15.
 	m := fmt.Sprintf("nstq%d", rand.IntN(1_000_000))
-	cmd := nstraceCmd("-q", "-S", "-D", "2", "-e", "exec,exit", "--comm", m)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
+	var stderr bytes.Buffer
 	began := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(700 * time.Millisecond)
+	cmd, out := startRaw(t, &stderr, "-q", "-S", "-D", "3", "-e", "exec,exit", "--comm", m)
 	prog := writeScript(t, m)
 	for i := 0; i < 3; i++ {
 		if err := exec.Command(prog).Run(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	feed, _ := io.ReadAll(out)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("nstrace: %v: %s", err, stderr.String())
 	}
-	if d := time.Since(began); d < 2*time.Second {
-		t.Errorf("stopped after %v, before -D 2", d)
+	if d := time.Since(began); d < 3*time.Second {
+		t.Errorf("stopped after %v, before -D 3", d)
 	}
-	if out.Len() != 0 {
-		t.Errorf("-q wrote a feed: %q", out.String())
+	if len(feed) != 0 {
+		t.Errorf("-q wrote a feed: %q", feed)
 	}
 	var row []string
 	for _, line := range strings.Split(stderr.String(), "\n") {

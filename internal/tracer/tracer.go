@@ -352,7 +352,9 @@ func (s *Session) startCommand() error {
 	if err := s.probe.Track(uint32(cmd.PID)); err != nil {
 		return err
 	}
-	if err := cmd.Release(); err != nil {
+	// A COMMAND that died at the gate (a Ctrl-C that came first) cannot
+	// be released: its end, and status, come through Done like any other.
+	if err := cmd.Release(); err != nil && !errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("starting %s: %w", s.cfg.Command[0], err)
 	}
 	return nil
