@@ -260,3 +260,78 @@ func TestWallClockIsBootTimePlusOffset(t *testing.T) {
 		t.Errorf("a boot-clock stamp of now reads %v, %v from now", got, d)
 	}
 }
+
+func TestDecodeNewKinds(t *testing.T) {
+	var d Decoder
+	var e event.Event
+	r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_COMM), Pid: 5, Tid: 6, Comm: comm("sh"), CommNew: comm("worker")}
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != event.Comm || string(e.Comm) != "sh" || string(e.CommNew) != "worker" || e.TID != 6 {
+		t.Errorf("comm %+v", e)
+	}
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_UID), Uid: 1000, Euid: 0, Gid: 5, Egid: 6, OldUid: 0, OldEuid: 0, OldGid: 1, OldEgid: 2, Ret: 0}
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != event.UID || e.UID != 1000 || e.EUID != 0 || e.GID != 5 || e.EGID != 6 || e.OldGID != 1 || e.OldEGID != 2 {
+		t.Errorf("uid %+v", e)
+	}
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_PTRACE), FlagsRaw: 16, TargetPid: 77, Ret: -1}
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != event.Ptrace || e.FlagsRaw != 16 || e.TargetPID != 77 || e.Ret != -1 {
+		t.Errorf("ptrace %+v", e)
+	}
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_SID), Ret: 4242}
+	if err := d.Decode(record(r, nil), &e); err != nil || e.Kind != event.SID || e.Ret != 4242 {
+		t.Errorf("sid %+v %v", e, err)
+	}
+	// A failed exec: the file it tried, no argv, the errno.
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXEC), FilenameLen: 4, Ret: -2}
+	if err := d.Decode(record(r, []byte("/nop")), &e); err != nil || string(e.Filename) != "/nop" || e.Ret != -2 || len(e.Args) != 0 {
+		t.Errorf("failed exec %+v %v", e, err)
+	}
+}
+
+func TestDecodeAncestors(t *testing.T) {
+	anc := make([]byte, ancestorsSize)
+	for i, a := range []nstraceAncestor{{Pid: 9, Nspid: 1, PidNs: 300, Comm: comm("runc:[2:INIT]")}, {Pid: 8, Nspid: 8, PidNs: 100, Comm: comm("shim")}} {
+		*(*nstraceAncestor)(unsafe.Pointer(&anc[i*ancestorSize])) = a
+	}
+	r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXEC), Flags: flagAncestors, Ancestors: 2, FilenameLen: 3, ArgsLen: 3}
+	var d Decoder
+	var e event.Event
+	if err := d.Decode(record(r, append(anc, "/sh"+"sh\x00"...)), &e); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Ancestors) != 2 || e.Ancestors[0].PID != 9 || e.Ancestors[0].NSPID != 1 || e.Ancestors[0].PidNS != 300 ||
+		string(e.Ancestors[0].Comm) != "runc:[2:INIT]" || string(e.Ancestors[1].Comm) != "shim" {
+		t.Errorf("ancestors %+v", e.Ancestors)
+	}
+	if string(e.Filename) != "/sh" || len(e.Args) != 1 || string(e.Args[0]) != "sh" {
+		t.Errorf("exec after ancestors: %q %q", e.Filename, e.Args)
+	}
+	// Too short a tail, or more ancestors than slots: refused.
+	if err := d.Decode(record(r, anc[:ancestorSize]), &e); !errors.Is(err, ErrShortRecord) {
+		t.Errorf("short ancestors: %v", err)
+	}
+	r.Ancestors = ancestorsMax + 1
+	if err := d.Decode(record(r, anc), &e); !errors.Is(err, ErrShortRecord) {
+		t.Errorf("too many ancestors: %v", err)
+	}
+}
+
+// The ancestor slots the decoder expects are those the BPF side sizes:
+// its scratch record is an event with NST_ANCESTORS_MAX ancestors.
+func TestAncestorSlotsMatchC(t *testing.T) {
+	spec, err := loadNstrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := int(spec.Maps["scratch"].ValueSize); got != recordSize+ancestorsSize {
+		t.Errorf("scratch value is %d bytes, the decoder expects %d + %d", got, recordSize, ancestorsSize)
+	}
+}
