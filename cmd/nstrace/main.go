@@ -44,7 +44,7 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 var errHelp = errors.New("help")
 
 const usageHead = `Usage: nstrace [flags] [-- COMMAND [ARG...]]
-       nstrace ns [--json] [INODE | TYPE:INODE | -p PID]
+       nstrace ns [--json] [-t TYPE] [--tree] [INODE | TYPE:INODE | -p PID]
 
 Show process fork, exec and exit, and namespace changes (clone, unshare,
 setns), live, each with the process's namespaces. With a COMMAND, run it
