@@ -31,6 +31,22 @@ type lsnsEntry struct {
 	Children []lsnsEntry `json:"children"`
 }
 
+// lsns runs lsns -J with args and returns its namespaces, flattened.
+func lsns(t *testing.T, args ...string) []lsnsEntry {
+	t.Helper()
+	out, err := exec.Command("lsns", append([]string{"-J"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("lsns: %v", err)
+	}
+	var ls struct {
+		Namespaces []lsnsEntry `json:"namespaces"`
+	}
+	if err := json.Unmarshal(out, &ls); err != nil {
+		t.Fatal(err)
+	}
+	return flattenLsns(ls.Namespaces)
+}
+
 func flattenLsns(in []lsnsEntry) []lsnsEntry {
 	var out []lsnsEntry
 	for _, e := range in {
@@ -151,18 +167,9 @@ func TestPrivilegedNSListing(t *testing.T) {
 	}
 
 	// Against lsns, for the namespaces this test made.
-	out, err := exec.Command("lsns", "-J", "-t", "net").Output()
-	if err != nil {
-		t.Fatalf("lsns: %v", err)
-	}
-	var ls struct {
-		Namespaces []lsnsEntry `json:"namespaces"`
-	}
-	if err := json.Unmarshal(out, &ls); err != nil {
-		t.Fatal(err)
-	}
 	checked := 0
-	for _, n := range flattenLsns(ls.Namespaces) {
+	listed := lsns(t, "-t", "net")
+	for _, n := range listed {
 		if n.NS != slNS[ns.Net] && n.NS != initNS[ns.Net] {
 			continue
 		}
@@ -173,7 +180,7 @@ func TestPrivilegedNSListing(t *testing.T) {
 		}
 	}
 	if checked != 2 {
-		t.Errorf("lsns listed %d of the test's 2 net namespaces (%d, %d):\n%s", checked, slNS[ns.Net], initNS[ns.Net], out)
+		t.Errorf("lsns listed %d of the test's 2 net namespaces (%d, %d): %+v", checked, slNS[ns.Net], initNS[ns.Net], listed)
 	}
 
 	// One process's namespaces, and one namespace's processes.
@@ -219,19 +226,9 @@ func TestPrivilegedNSRelations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("lsns", "-J", "-o", "NS,TYPE,PNS,ONS").Output()
-	if err != nil {
-		t.Fatalf("lsns: %v", err)
-	}
-	var ls struct {
-		Namespaces []lsnsEntry `json:"namespaces"`
-	}
-	if err := json.Unmarshal(out, &ls); err != nil {
-		t.Fatal(err)
-	}
-	lsns := map[uint64]lsnsEntry{}
-	for _, e := range flattenLsns(ls.Namespaces) {
-		lsns[e.NS] = e
+	byInode := map[uint64]lsnsEntry{}
+	for _, e := range lsns(t, "-o", "NS,TYPE,PNS,ONS") {
+		byInode[e.NS] = e
 	}
 	objs := nsJSON(t)
 	want := []struct {
@@ -251,7 +248,7 @@ func TestPrivilegedNSRelations(t *testing.T) {
 		if r == nil {
 			t.Fatalf("%s %d not listed", w.name, w.ino)
 		}
-		l := lsns[w.ino]
+		l := byInode[w.ino]
 		got := [2]uint64{uint64(r["pns"].(float64)), uint64(r["ons"].(float64))}
 		if got != [2]uint64{w.pns, w.ons} || got != [2]uint64{l.PNS, l.ONS} {
 			t.Errorf("%s: pns, ons %v; want %v; lsns says %d, %d", w.name, got, [2]uint64{w.pns, w.ons}, l.PNS, l.ONS)
