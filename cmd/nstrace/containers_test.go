@@ -279,6 +279,10 @@ func TestPrivilegedContainerChurn(t *testing.T) {
 // shows A's processes and not its sidecar's.
 func TestPrivilegedContainerSharedPidNamespace(t *testing.T) {
 	testutil.RequirePrivileged(t)
+	t.Run("docker", testSharedPidNamespace)
+}
+
+func testSharedPidNamespace(t *testing.T) {
 	e := engineFor(t, "docker")
 	image := e.setup(t)
 	mark := fmt.Sprintf("%d", rand.IntN(1_000_000))
@@ -318,6 +322,10 @@ func TestPrivilegedContainerSharedPidNamespace(t *testing.T) {
 // container up when it starts: its very first exec is in the feed.
 func TestPrivilegedContainerNamedBeforeStart(t *testing.T) {
 	testutil.RequirePrivileged(t)
+	t.Run("docker", testNamedBeforeStart)
+}
+
+func testNamedBeforeStart(t *testing.T) {
 	e := engineFor(t, "docker")
 	image := e.setup(t)
 	mark := fmt.Sprintf("%d", rand.IntN(1_000_000))
