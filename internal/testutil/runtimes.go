@@ -269,7 +269,7 @@ func dockerUp() bool {
 func Containerd(t testing.TB) {
 	t.Helper()
 	NeedTools(t, "containerd", "ctr", "runc")
-	ensure(t, "containerd", containerdUp, "containerd")
+	ensure(t, "containerd", containerdUp)
 }
 
 // Docker makes sure a Docker daemon answers at DockerSocket, as
@@ -277,10 +277,12 @@ func Containerd(t testing.TB) {
 func Docker(t testing.TB) {
 	t.Helper()
 	NeedTools(t, "dockerd", "docker", "runc")
-	ensure(t, "dockerd", dockerUp, "dockerd")
+	ensure(t, "dockerd", dockerUp)
 }
 
-func ensure(t testing.TB, name string, up func() bool, argv ...string) {
+// ensure starts the daemon name, with its packaged defaults, unless one
+// answers already.
+func ensure(t testing.TB, name string, up func() bool) {
 	t.Helper()
 	daemonsMu.Lock()
 	defer daemonsMu.Unlock()
@@ -302,7 +304,7 @@ func ensure(t testing.TB, name string, up func() bool, argv ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{name: name, cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{}), log: logf.Name()}
+	d := &daemon{name: name, cmd: exec.Command(name), done: make(chan struct{}), log: logf.Name()}
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	// Its own process group: a signal for the tests is not its.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
