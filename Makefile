@@ -38,8 +38,10 @@ check-generated: generate
 	@echo "generated BPF objects match bpf/ sources"
 
 # Tools the privileged tests run; as root, missing ones are installed.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns promtool
-TEST_PKGS := runc busybox-static iproute2 util-linux prometheus
+# The container tests drive runc, containerd (ctr), Docker and Podman,
+# starting containerd and dockerd themselves when none runs.
+TEST_TOOLS := runc busybox ip unshare nsenter lsns promtool containerd ctr dockerd docker podman
+TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman
 
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \

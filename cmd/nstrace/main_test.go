@@ -54,7 +54,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(mainEnv) == "1" {
 		os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// The container daemons the tests started, and only those.
+	testutil.StopDaemons()
+	os.Exit(code)
 }
 
 func nstraceCmd(args ...string) *exec.Cmd {

@@ -130,7 +130,11 @@ func (w *world) listNS(q Query, out io.Writer) error {
 		if len(n.PIDs) > 0 {
 			if p, ok := procfs.FindProc(w.procs, n.PIDs[0]); ok {
 				r.PID, r.Comm, r.User = p.PID, p.Comm, procfs.UserName(p.UID)
-				r.Container = output.ContainerForJSON(w.containerOf(p))
+				// A host namespace is no container's, whoever its
+				// lowest readable pid is.
+				if !r.Host {
+					r.Container = output.ContainerForJSON(w.containerOf(p))
+				}
 			}
 		}
 		if rel, err := procfs.ReadRelations(w.nsFile(n)); err == nil {
@@ -241,7 +245,11 @@ func (w *world) nsOfProcess(pid uint32, asJSON bool, out io.Writer) error {
 	var rows []typeRow
 	for t := ns.Type(0); t < ns.Count; t++ {
 		if p.NS[t] != 0 {
-			rows = append(rows, typeRow{t.String(), p.NS[t], p.NS[t] == w.host[t], count[p.NS[t]], c})
+			r := typeRow{t.String(), p.NS[t], p.NS[t] == w.host[t], count[p.NS[t]], c}
+			if r.Host {
+				r.Container = nil // the host's, though the process is in a container
+			}
+			rows = append(rows, r)
 		}
 	}
 	if asJSON {

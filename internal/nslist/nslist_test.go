@@ -4,6 +4,9 @@ package nslist
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,5 +72,53 @@ func TestTree(t *testing.T) {
 `
 	if out.String() != want {
 		t.Errorf("parent tree of pid namespaces:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+func TestNSListingNamesNoContainerOnHostNamespaces(t *testing.T) {
+	// A container's process (Docker's cgroup naming) that shares the
+	// host's uts namespace and is its lowest pid: the uts namespace is
+	// still nobody's container, its own net namespace is the container's.
+	root := t.TempDir()
+	id := strings.Repeat("ab", 32)
+	procfstest.Process(t, root, "5", "sleep", map[string]string{"net": "net:[4026532600]", "uts": "uts:[4026531838]"})
+	if err := os.WriteFile(filepath.Join(root, "5", "cgroup"), []byte("0::/docker/"+id+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	procfstest.Process(t, root, "self", "nstrace", map[string]string{"uts": "uts:[4026531838]"})
+	var host ns.Set
+	host[ns.UTS] = 4026531838
+	for _, q := range []Query{{JSON: true}, {PID: 5, JSON: true}} {
+		var out bytes.Buffer
+		if err := Run(root, host, q, &out); err != nil {
+			t.Fatal(err)
+		}
+		rows := 0
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var r struct {
+				Type      string `json:"type"`
+				Container *struct {
+					ID string `json:"id"`
+				} `json:"container"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			switch r.Type {
+			case "uts":
+				rows++
+				if r.Container != nil {
+					t.Errorf("%+v: the host's uts namespace is given container %s", q, r.Container.ID)
+				}
+			case "net":
+				rows++
+				if r.Container == nil || r.Container.ID != id {
+					t.Errorf("%+v: the container's net namespace is given %+v", q, r.Container)
+				}
+			}
+		}
+		if rows != 2 {
+			t.Errorf("%+v: %d uts and net rows:\n%s", q, rows, out.String())
+		}
 	}
 }
