@@ -144,6 +144,9 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	}
 	s.closers = append(s.closers, func() { s.probe.Close() })
 	s.filter = cfg.Scope.UserFilter(s.host)
+	if missing := probe.MissingRecommended(); len(missing) > 0 {
+		fmt.Fprintf(stderr, "nstrace: without %s\n", strings.Join(missing, "; without "))
+	}
 	if cfg.Debug {
 		hooks, why := s.probe.Hooks()
 		fmt.Fprintf(stderr, "nstrace: namespace system calls: %s (%s); exits: %s\n", hooks, why, s.probe.ExitHook())
