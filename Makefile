@@ -18,7 +18,7 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build generate check-generated test-deps test test-unit test-kernels fuzz bench run clean
+.PHONY: all build generate check-generated test-deps test test-unit test-kernels fuzz bench soak image run clean
 
 all: build
 
@@ -72,6 +72,20 @@ bench: build
 test-kernels:
 	CGO_ENABLED=0 $(GO) build -o bin/nstrace-vmtest ./cmd/nstrace-vmtest
 	./bin/nstrace-vmtest $(VMTEST_ARGS)
+
+# The image: the static binary FROM scratch, built offline, then saved to
+# $(IMAGE_TAR) for nodes to load (docker load, ctr -n k8s.io images import).
+# A reachable Docker daemon is used; without one, deploy/image/with-docker
+# starts a private one for the build and stops it.
+IMAGE ?= nstrace:$(VERSION)
+IMAGE_TAR ?= bin/nstrace-image.tar
+image: build
+	mkdir -p bin/image
+	cp $(BIN) bin/image/nstrace
+	DOCKER_BUILDKIT=0 deploy/image/with-docker sh -c '\
+		docker build -q -t $(IMAGE) -t nstrace:latest -f deploy/image/Dockerfile bin/image && \
+		docker save -o $(IMAGE_TAR) $(IMAGE) nstrace:latest'
+	@echo "image $(IMAGE), saved to $(IMAGE_TAR)"
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 30s ./internal/probe
