@@ -18,7 +18,7 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build generate check-generated test-deps test test-unit test-kernels fuzz bench soak image run clean
+.PHONY: all build generate check-generated test-deps test test-unit test-kernels fuzz bench soak image kubeconform run clean
 
 all: build
 
@@ -86,6 +86,11 @@ image: build
 		docker build -q -t $(IMAGE) -t nstrace:latest -f deploy/image/Dockerfile bin/image && \
 		docker save -o $(IMAGE_TAR) $(IMAGE) nstrace:latest'
 	@echo "image $(IMAGE), saved to $(IMAGE_TAR)"
+
+# kubeconform, strict and offline, on deploy/kubernetes (schemas made from
+# the k8s.io/kubernetes module's OpenAPI document).
+kubeconform:
+	PATH="$$PATH:$(dir $(GO))" deploy/kubernetes/validate
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 30s ./internal/probe
