@@ -228,7 +228,9 @@ func TestPrivilegedImage(t *testing.T) {
 		}
 	}
 	exe := func(want ...string) func(map[string]any) bool {
-		return func(l map[string]any) bool { return l["event"] == "exec" && fmt.Sprint(l["args"]) == fmt.Sprint(toAny(want)) }
+		return func(l map[string]any) bool {
+			return l["event"] == "exec" && fmt.Sprint(l["args"]) == fmt.Sprint(toAny(want))
+		}
 	}
 	// Events flow once a host exec shows up.
 	next("first event", exe("/bin/true", "ready-"+m), func() { _ = exec.Command("/bin/true", "ready-"+m).Run() })
@@ -271,4 +273,3 @@ func toAny(s []string) []any {
 	}
 	return out
 }
-
