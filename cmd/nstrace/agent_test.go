@@ -337,3 +337,53 @@ func TestPrivilegedAgentInRuncContainer(t *testing.T) {
 		t.Errorf("nstrace in a container: stderr %q", f.stderr)
 	}
 }
+
+// SIGHUP reopens -o FILE, as logrotate expects: after the move, new events
+// go to a new FILE and the old one is closed.
+func TestPrivilegedSIGHUPReopensOutput(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	m := fmt.Sprint(rand.IntN(1_000_000))
+	out := filepath.Join(t.TempDir(), "feed.json")
+	var stderr bytes.Buffer
+	cmd, _ := startRaw(t, &stderr, "--json", "-e", "exec", "-o", out)
+	waitFor := func(file, marker string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if b, _ := os.ReadFile(file); strings.Contains(string(b), marker) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never in %s", marker, file)
+			}
+		}
+	}
+	mustRun(t, "/bin/true", "before-"+m)
+	waitFor(out, "before-"+m)
+	if err := os.Rename(out, out+".1"); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mustRun(t, "/bin/true", "after-"+m)
+		if _, err := os.Stat(out); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new output file after SIGHUP")
+		}
+	}
+	waitFor(out, "after-"+m)
+	if b, _ := os.ReadFile(out + ".1"); strings.Contains(string(b), "after-"+m) {
+		t.Errorf("an event after SIGHUP went to the moved file")
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	for _, fd := range fds {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", cmd.Process.Pid, fd.Name())); l == out+".1" {
+			t.Errorf("the moved file is still open (fd %s)", fd.Name())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("nstrace: %v: %s", err, stderr.String())
+	}
+}
