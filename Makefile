@@ -38,8 +38,8 @@ check-generated: generate
 	@echo "generated BPF objects match bpf/ sources"
 
 # Tools the privileged tests run; as root, missing ones are installed.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns promtool
-TEST_PKGS := runc busybox-static iproute2 util-linux prometheus
+TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool dockerd containerd docker
+TEST_PKGS := runc busybox-static iproute2 util-linux prometheus docker.io
 
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
