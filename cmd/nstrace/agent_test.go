@@ -363,15 +363,18 @@ func TestPrivilegedSIGHUPReopensOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Process.Signal(syscall.SIGHUP)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		mustRun(t, "/bin/true", "after-"+m)
+	// The file is reopened before the next event is written.
+	for i, deadline := 0, time.Now().Add(10*time.Second); ; i++ {
+		mustRun(t, "/bin/true", fmt.Sprintf("poke-%s-%d", m, i))
 		if _, err := os.Stat(out); err == nil {
 			break
 		}
+		time.Sleep(20 * time.Millisecond)
 		if time.Now().After(deadline) {
 			t.Fatal("no new output file after SIGHUP")
 		}
 	}
+	mustRun(t, "/bin/true", "after-"+m)
 	waitFor(out, "after-"+m)
 	if b, _ := os.ReadFile(out + ".1"); strings.Contains(string(b), "after-"+m) {
 		t.Errorf("an event after SIGHUP went to the moved file")
