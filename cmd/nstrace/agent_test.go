@@ -182,7 +182,7 @@ func TestPrivilegedCapabilitiesOnly(t *testing.T) {
 	g := feedUnder(t, onlyCaps(t, probe.Required...), "-e", "exec", "--json")
 	mustRun(t, "/bin/true", "required-"+m)
 	g.next(t, execArgs("/bin/true", "required-"+m))
-	want := "nstrace: without CAP_DAC_READ_SEARCH: no cgroup paths; without CAP_SYS_PTRACE: no setns owners or containers' pid namespaces\n"
+	want := "nstrace: without CAP_DAC_READ_SEARCH: no cgroup paths; without CAP_SYS_PTRACE: no setns owners; --container, --ns pid:PID and nstrace ns miss processes it may not ptrace\n"
 	if got := g.stderr.String(); got != want {
 		t.Errorf("with the required capabilities only: stderr %q, want %q", got, want)
 	}

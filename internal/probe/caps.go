@@ -27,7 +27,7 @@ var Required = []Capability{
 // tells less.
 var Recommended = []Capability{
 	{unix.CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH", "open_by_handle_at turns cgroup ids into paths", "no cgroup paths"},
-	{unix.CAP_SYS_PTRACE, "CAP_SYS_PTRACE", "read other processes' /proc/PID/ns", "no setns owners or containers' pid namespaces"},
+	{unix.CAP_SYS_PTRACE, "CAP_SYS_PTRACE", "read other processes' /proc/PID/ns", "no setns owners; --container, --ns pid:PID and nstrace ns miss processes it may not ptrace"},
 }
 
 // MissingCapabilities lists the required capabilities this process lacks
