@@ -6,11 +6,17 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // startUnder starts nstrace as the last arguments of wrapper (unshare,
@@ -105,4 +111,44 @@ func nsLinks(t *testing.T, pid string, types ...string) map[string]string {
 func execArgs(argv ...string) func(map[string]any) bool {
 	want := strings.Join(argv, " ")
 	return func(l map[string]any) bool { return l["event"] == "exec" && args(l) == want }
+}
+
+// inNewCgroup is a wrapper that moves the command into a new cgroup v2
+// of its own, as a container is, before it runs: in a cgroup namespace
+// made after that, the host's hierarchy is above the namespace's root.
+func inNewCgroup(t *testing.T) []string {
+	t.Helper()
+	root, ok := procfs.Cgroup2Mount("/proc/self/mountinfo")
+	if !ok {
+		t.Fatal("no cgroup v2 hierarchy mounted")
+	}
+	dir := filepath.Join(root, fmt.Sprintf("nstrace-test-%d", rand.IntN(1_000_000)), "agent")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if os.Remove(dir) == nil || os.IsNotExist(os.Remove(dir)) {
+				break
+			}
+		}
+		_ = os.Remove(filepath.Dir(dir))
+	})
+	return []string{"sh", "-c", `echo $$ >"$0/cgroup.procs" && exec "$@"`, dir}
+}
+
+// ownCgroup is this process's cgroup v2 path.
+func ownCgroup(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return p
+		}
+	}
+	t.Fatal("no cgroup v2 line in /proc/self/cgroup")
+	return ""
 }

@@ -28,7 +28,7 @@ var containerLike = []string{"unshare", "--mount", "--uts", "--ipc", "--net", "-
 func TestPrivilegedHostFilterInOwnNamespaces(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	m := fmt.Sprint(rand.IntN(1_000_000))
-	f := feedUnder(t, containerLike, "--host", "-e", "exec", "--json")
+	f := feedUnder(t, append(inNewCgroup(t), containerLike...), "--host", "-e", "exec", "--json")
 	self := nsLinks(t, "self", "mnt", "uts", "ipc", "net", "cgroup")
 	agent := nsLinks(t, fmt.Sprint(f.cmd.Process.Pid), "mnt", "uts", "ipc", "net", "cgroup")
 	for typ, l := range agent {
@@ -40,6 +40,11 @@ func TestPrivilegedHostFilterInOwnNamespaces(t *testing.T) {
 	mustRun(t, "unshare", "--net", "--uts", "/bin/true", "ns-"+m)
 	mustRun(t, "/bin/true", "end-"+m)
 	host := f.next(t, execArgs("/bin/true", "host-"+m))
+	// Cgroup paths are the host's, though nstrace's cgroup namespace
+	// starts below the hierarchy's root.
+	if want := ownCgroup(t); host["cgroup"] != want {
+		t.Errorf("host process: cgroup %q, want %q", host["cgroup"], want)
+	}
 	hostNS := host["ns"].(map[string]any)
 	for typ, l := range self {
 		if want := fmt.Sprintf("%s:[%.0f]", typ, hostNS[typ]); want != l {
