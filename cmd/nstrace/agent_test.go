@@ -253,6 +253,9 @@ func agentBundle(t *testing.T, args ...string) string {
 		}
 	}
 	lin["namespaces"] = nss
+	// A cgroup of its own, as a pod's container has, below which its
+	// cgroup namespace starts.
+	lin["cgroupsPath"] = fmt.Sprintf("/nstrace-agent-%d", rand.IntN(1_000_000))
 	mounts := []any{}
 	for _, m := range cfg["mounts"].([]any) {
 		// The container's own /proc would be of its own pid namespace's
