@@ -285,6 +285,11 @@ func agentBundle(t *testing.T, args ...string) string {
 			bind(d, d)
 		}
 	}
+	// runc's state directory may not be there yet on a fresh host: made
+	// now, as the DaemonSet's DirectoryOrCreate does.
+	if err := os.MkdirAll("/run/runc", 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range []string{"/sys/fs/cgroup", "/run/runc", "/run/containerd", "/run/docker/runtime-runc", "/var/lib/docker/containers", "/run/containers"} {
 		bind(d, d)
 	}
