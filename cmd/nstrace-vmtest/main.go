@@ -49,7 +49,7 @@ var suites = []struct{ name, pkg string }{
 // provides the rest (sleep, true, ps, cp, env, mount, poweroff...). The
 // host's sh (dash) replaces busybox's, whose built-in applets would not
 // exec as the tests expect.
-var hostTools = []string{"unshare", "nsenter", "lsns", "ip", "runc", "sh", "promtool"}
+var hostTools = []string{"unshare", "nsenter", "lsns", "setpriv", "ip", "runc", "sh", "promtool"}
 
 // guestSkip are the tests a guest does not run: those of container
 // runtimes with daemons (containerd, Docker, Podman), which the host's

@@ -294,6 +294,10 @@ func nsMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		host, _ = procfs.ReadNS(procfs.Root, "self")
 	}
+	if err := tracer.CheckHostPID(host); err != nil {
+		fmt.Fprintf(stderr, "nstrace ns: %v\n", err)
+		return 1
+	}
 	if err := nslist.Run(procfs.Root, host, q, stdout); err != nil {
 		fmt.Fprintf(stderr, "nstrace ns: %v\n", err)
 		return 1

@@ -8,31 +8,57 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capability is one Linux capability nstrace needs, with why.
+// Capability is one Linux capability nstrace uses, with why.
 type Capability struct {
-	Bit  uint
-	Name string
-	Why  string
+	Bit     uint
+	Name    string
+	Why     string
+	Without string // what nstrace cannot tell without it, if it runs
 }
 
-// Required are the capabilities nstrace needs without root.
+// Required are the capabilities nstrace cannot trace without, root or not
+// (a container's root has only the capabilities it was given).
 var Required = []Capability{
-	{unix.CAP_BPF, "CAP_BPF", "load BPF programs and maps"},
-	{unix.CAP_PERFMON, "CAP_PERFMON", "attach tracing programs and read kernel memory from them"},
+	{unix.CAP_BPF, "CAP_BPF", "load BPF programs and maps", ""},
+	{unix.CAP_PERFMON, "CAP_PERFMON", "attach tracing programs and read kernel memory from them", ""},
+}
+
+// Recommended are the capabilities without which nstrace traces but
+// tells less.
+var Recommended = []Capability{
+	{unix.CAP_DAC_READ_SEARCH, "CAP_DAC_READ_SEARCH", "open_by_handle_at turns cgroup ids into paths", "no cgroup paths"},
+	{unix.CAP_SYS_PTRACE, "CAP_SYS_PTRACE", "read other processes' /proc/PID/ns", "no setns owners; --container, --ns pid:PID and nstrace ns miss processes it may not ptrace"},
 }
 
 // MissingCapabilities lists the required capabilities this process lacks
 // in its effective set.
-func MissingCapabilities() []string {
+func MissingCapabilities() []string { return missing(Required, false) }
+
+// MissingRecommended lists the recommended capabilities this process
+// lacks, each with what goes without it.
+func MissingRecommended() []string { return missing(Recommended, true) }
+
+func missing(caps []Capability, why bool) []string {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return []string{"(capabilities unreadable)"}
 	}
 	var out []string
-	for _, c := range Required {
-		if data[c.Bit/32].Effective&(1<<(c.Bit%32)) == 0 {
-			out = append(out, c.Name)
+	has := func(bit uint) bool { return data[bit/32].Effective&(1<<(bit%32)) != 0 }
+	for _, c := range caps {
+		// CAP_SYS_ADMIN does what CAP_BPF and CAP_PERFMON split off from
+		// it in 5.8 (the kernel's bpf_capable, perfmon_capable): runtimes
+		// that know no CAP_BPF (Debian 12's Docker 20.10) grant it instead.
+		if (c.Bit == unix.CAP_BPF || c.Bit == unix.CAP_PERFMON) && has(unix.CAP_SYS_ADMIN) {
+			continue
+		}
+		if !has(c.Bit) {
+			name := c.Name
+			if why {
+				name += ": " + c.Without
+			}
+			out = append(out, name)
 		}
 	}
 	return out

@@ -233,10 +233,10 @@ func checkKernel() error {
 	if _, err := os.Stat(BTFPath); err != nil {
 		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
 	}
-	if os.Geteuid() != 0 {
-		if missing := MissingCapabilities(); len(missing) > 0 {
-			return fmt.Errorf("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (missing: %s)", joinNames(missing))
-		}
+	// Checked as root too: root in a container has only the
+	// capabilities it was given.
+	if missing := MissingCapabilities(); len(missing) > 0 {
+		return fmt.Errorf("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (missing: %s)", joinNames(missing))
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
@@ -246,7 +246,7 @@ func checkKernel() error {
 	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return hint(fmt.Errorf("raising the memlock limit: %w", err))
+		return fmt.Errorf("raising the memlock limit: %w (kernels before 5.11 need CAP_SYS_RESOURCE)", err)
 	}
 	return nil
 }

@@ -62,17 +62,42 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// Cgroup2Mount finds where the cgroup v2 hierarchy is mounted: usually
-// /sys/fs/cgroup, /sys/fs/cgroup/unified on hybrid hosts. It reads a
-// mountinfo file, normally /proc/self/mountinfo.
+// Cgroup2Mount finds where the root of the cgroup v2 hierarchy is
+// mounted: usually /sys/fs/cgroup, /sys/fs/cgroup/unified on hybrid hosts.
+// It reads a mountinfo file, normally /proc/self/mountinfo. In a cgroup
+// namespace (a container's) the kernel shows mount roots relative to the
+// namespace's root: the host's hierarchy, mounted in, shows as "/.." or
+// "/../..", and "/" is only the namespace's own part; the host's wins.
 func Cgroup2Mount(mountinfo string) (string, bool) {
 	ms, _ := Mounts(mountinfo)
+	point, found := "", false
 	for _, m := range ms {
-		if m.FSType == "cgroup2" && m.Root == "/" {
+		if m.FSType != "cgroup2" {
+			continue
+		}
+		if aboveNamespace(m.Root) {
 			return m.Point, true
 		}
+		if m.Root == "/" && !found {
+			point, found = m.Point, true
+		}
 	}
-	return "", false
+	return point, found
+}
+
+// aboveNamespace reports whether a cgroup mount's root, as a cgroup
+// namespace shows it, is made of ".." only: the hierarchy's real root.
+func aboveNamespace(root string) bool {
+	rest := strings.TrimPrefix(root, "/")
+	if rest == root || rest == "" {
+		return false
+	}
+	for _, part := range strings.Split(rest, "/") {
+		if part != ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // NSMount is a namespace file bind-mounted somewhere.

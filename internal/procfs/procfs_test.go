@@ -81,6 +81,23 @@ func TestCgroup2Mount(t *testing.T) {
 	if got, _ := Cgroup2Mount(mi); got != "/mnt/with space" {
 		t.Errorf("escaped mount point: %q", got)
 	}
+	// In a container's cgroup namespace: its own hierarchy shows as "/",
+	// the host's, mounted over it, as "/../..".
+	inContainer := "40 30 0:26 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n" +
+		"41 40 0:26 /../.. /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n" +
+		"42 30 0:26 /../x /mnt/other ro - cgroup2 cgroup2 rw\n"
+	if err := os.WriteFile(mi, []byte(inContainer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := Cgroup2Mount(mi); !ok || got != "/sys/fs/cgroup" {
+		t.Errorf("in a cgroup namespace: %q %v", got, ok)
+	}
+	if err := os.WriteFile(mi, []byte("42 30 0:26 /../x /mnt/other ro - cgroup2 cgroup2 rw\n41 40 0:26 /.. /host/cgroup ro - cgroup2 cgroup2 rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := Cgroup2Mount(mi); !ok || got != "/host/cgroup" {
+		t.Errorf("the host's hierarchy elsewhere: %q %v", got, ok)
+	}
 }
 
 func TestCgroupPathWithoutHierarchy(t *testing.T) {

@@ -134,6 +134,9 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 		}
 	}
 	s.host = host
+	if err := CheckHostPID(host); err != nil {
+		return nil, err
+	}
 	roots := container.DefaultRoots
 	roots.Cgroup2, _ = procfs.Cgroup2Mount(procfs.Root + "/self/mountinfo")
 	s.containers = container.NewRegistry(roots, true)
@@ -153,6 +156,9 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	}
 	s.closers = append(s.closers, func() { s.probe.Close() })
 	s.filter = cfg.Scope.UserFilter(s.host)
+	if missing := probe.MissingRecommended(); len(missing) > 0 {
+		fmt.Fprintf(stderr, "nstrace: without %s\n", strings.Join(missing, "; without "))
+	}
 	if cfg.Debug {
 		hooks, why := s.probe.Hooks()
 		fmt.Fprintf(stderr, "nstrace: namespace system calls: %s (%s); exits: %s\n", hooks, why, s.probe.ExitHook())
@@ -520,4 +526,15 @@ func quiet(err error) error {
 		return nil
 	}
 	return fmt.Errorf("writing output: %w", err)
+}
+
+// CheckHostPID refuses to run outside the host's pid namespace: the
+// kernel reports host pids, which such a /proc does not show, so pids,
+// -p, owners and containers' pid namespaces would all be wrong.
+func CheckHostPID(host ns.Set) error {
+	own, err := procfs.ReadNS(procfs.Root, "self")
+	if err != nil || host[ns.Pid] == 0 || own[ns.Pid] == 0 || own[ns.Pid] == host[ns.Pid] {
+		return nil
+	}
+	return fmt.Errorf("not in the host's pid namespace (pid:[%d], the host's is pid:[%d]): run nstrace's container with the host's (docker run --pid=host, Kubernetes hostPID: true)", own[ns.Pid], host[ns.Pid])
 }
