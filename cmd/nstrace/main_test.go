@@ -52,7 +52,14 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	if os.Getenv(mainEnv) == "1" {
-		os.Exit(mainExit(os.Args[1:], os.Stdout, os.Stderr))
+		args := os.Args[1:]
+		// The hook path the suite is asked to use (the kernel matrix
+		// runs it once per path); a test's own --syscall-hooks, later,
+		// wins.
+		if h := os.Getenv(testutil.HooksEnv); h != "" && (len(args) == 0 || args[0] != "ns") {
+			args = append([]string{"--syscall-hooks=" + h}, args...)
+		}
+		os.Exit(mainExit(args, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
@@ -319,7 +326,8 @@ func startRaw(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, io.Rea
 	defer ready.Close()
 	cmd := nstraceCmd(append([]string{"--ready-fd=3"}, args...)...)
 	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.Stderr = stderr
+	var errs bytes.Buffer // what it said, should it never get ready
+	cmd.Stderr = io.MultiWriter(stderr, &errs)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +338,9 @@ func startRaw(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, io.Rea
 	readyW.Close()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	if _, err := ready.Read(make([]byte, 1)); err != nil {
-		t.Fatalf("nstrace never became ready: %v", err)
+		_ = cmd.Process.Kill()
+		werr := cmd.Wait()
+		t.Fatalf("nstrace never became ready: %v (%v; stderr %q)", err, werr, errs.String())
 	}
 	return cmd, out
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -211,25 +212,87 @@ func ValidBufferSize(n int) error {
 // checkKernel says in one line why this kernel or process cannot run the
 // programs, or returns nil.
 func checkKernel() error {
-	if _, err := os.Stat(BTFPath); err != nil {
-		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
+	release := kernelRelease()
+	_, btfErr := os.Stat(BTFPath)
+	if err := kernelGate(release, btfErr == nil, nil); err != nil {
+		return err
 	}
 	if os.Geteuid() != 0 {
 		if missing := MissingCapabilities(); len(missing) > 0 {
 			return fmt.Errorf("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (missing: %s)", joinNames(missing))
 		}
 	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return errors.New("kernel too old: nstrace needs the BPF ring buffer of Linux 5.8 or newer")
-		}
-		return hint(fmt.Errorf("probing for the BPF ring buffer: %w", err))
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, counted
+	// per user: with another nstrace running, even the ring buffer probe
+	// below fails (EPERM) under the default limit. Raise it first.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return hint(fmt.Errorf("raising the memlock limit: %w", err))
 	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return kernelGate(release, true, err)
+		}
+		return hint(fmt.Errorf("probing for the BPF ring buffer: %w", err))
+	}
 	return nil
+}
+
+// MinKernel is the oldest Linux nstrace runs on: the BPF ring buffer
+// came in 5.8.
+var MinKernel = [2]int{5, 8}
+
+// kernelGate says in one line why a kernel cannot run nstrace, from its
+// release (uname -r), whether it exposes BTF, and the ring buffer
+// probe's answer (nil: present or not probed yet). The probe decides
+// where it ran: distributions backport the ring buffer to older
+// version numbers (RHEL 8's 4.18). The release only names the cause when
+// BTF is missing too.
+func kernelGate(release string, haveBTF bool, ringbuf error) error {
+	tooOld := fmt.Errorf("kernel %s is too old: nstrace needs Linux %d.%d or newer (the BPF ring buffer)", release, MinKernel[0], MinKernel[1])
+	if errors.Is(ringbuf, ebpf.ErrNotSupported) {
+		return tooOld
+	}
+	if !haveBTF {
+		if v, ok := parseRelease(release); ok && (v[0] < MinKernel[0] || v[0] == MinKernel[0] && v[1] < MinKernel[1]) {
+			return tooOld
+		}
+		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
+	}
+	return nil
+}
+
+// parseRelease reads the major and minor version from a kernel release
+// such as "5.10.0-32-cloud-amd64".
+func parseRelease(release string) ([2]int, bool) {
+	var v [2]int
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return v, false
+	}
+	for i := range v {
+		digits := parts[i]
+		if end := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); end >= 0 {
+			if i == 0 {
+				return v, false // the major number is all digits
+			}
+			digits = digits[:end]
+		}
+		n, err := strconv.Atoi(digits)
+		if err != nil {
+			return v, false
+		}
+		v[i] = n
+	}
+	return v, true
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "(unknown)"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // Open checks the kernel, loads the programs the options need and attaches
