@@ -194,21 +194,26 @@ func main() {
 		boots = append(boots, booting{g, pkg, vmlinuz})
 	}
 	guestResults := make([]result, len(boots))
-	sem := make(chan struct{}, max(*jobs, 1))
+	next := make(chan int, len(boots))
+	for i := range boots {
+		next <- i
+	}
+	close(next)
 	var wg sync.WaitGroup
-	for i, b := range boots {
+	for range max(*jobs, 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			name := fmt.Sprintf("%s (%s, %d CPU%s, %s)", b.pkg, b.g.arch.goarch, b.g.smp, plural(b.g.smp), b.g.hooks)
-			tag := fmt.Sprintf("[%d]", i+1)
-			fmt.Printf("%s booting %s\n", tag, name)
-			t0 := time.Now()
-			ok, detail := boot(b.g, b.vmlinuz, initrds[b.g.arch.goarch], filepath.Join(work, fmt.Sprintf("guest%d.log", i+1)), tag)
-			guestResults[i] = result{name, ok, detail, time.Since(t0)}
-			fmt.Printf("%s done in %v: %s\n", tag, time.Since(t0).Round(time.Second), passFail(ok))
+			for i := range next {
+				b := boots[i]
+				name := fmt.Sprintf("%s (%s, %d CPU%s, %s)", b.pkg, b.g.arch.goarch, b.g.smp, plural(b.g.smp), b.g.hooks)
+				tag := fmt.Sprintf("[%d]", i+1)
+				fmt.Printf("%s booting %s\n", tag, name)
+				t0 := time.Now()
+				ok, detail := boot(b.g, b.vmlinuz, initrds[b.g.arch.goarch], filepath.Join(work, fmt.Sprintf("guest%d.log", i+1)), tag)
+				guestResults[i] = result{name, ok, detail, time.Since(t0)}
+				fmt.Printf("%s done in %v: %s\n", tag, time.Since(t0).Round(time.Second), passFail(ok))
+			}
 		}()
 	}
 	wg.Wait()
