@@ -33,7 +33,7 @@ var kernelList string
 
 var (
 	cacheDir = flag.String("cache", filepath.Join(os.TempDir(), "nstrace-vmtest"), "where kernel packages and guest tools are kept")
-	timeout  = flag.Duration("timeout", 15*time.Minute, "per guest, boot to power-off")
+	timeout  = flag.Duration("timeout", 20*time.Minute, "per guest, boot to power-off")
 	only     = flag.String("only", "", "run only guests whose line in kernels.txt contains this")
 	noHost   = flag.Bool("no-host", false, "skip the host kernel's run")
 	jobs     = flag.Int("j", 2, "guests run at once")
