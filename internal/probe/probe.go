@@ -237,9 +237,9 @@ func checkKernel() error {
 	return nil
 }
 
-// MinKernel is the oldest Linux nstrace runs on: the BPF ring buffer
+// minKernel is the oldest Linux nstrace runs on: the BPF ring buffer
 // came in 5.8.
-var MinKernel = [2]int{5, 8}
+var minKernel = [2]int{5, 8}
 
 // kernelGate says in one line why a kernel cannot run nstrace, from its
 // release (uname -r), whether it exposes BTF, and the ring buffer
@@ -248,12 +248,12 @@ var MinKernel = [2]int{5, 8}
 // version numbers (RHEL 8's 4.18). The release only names the cause when
 // BTF is missing too.
 func kernelGate(release string, haveBTF bool, ringbuf error) error {
-	tooOld := fmt.Errorf("kernel %s is too old: nstrace needs Linux %d.%d or newer (the BPF ring buffer)", release, MinKernel[0], MinKernel[1])
+	tooOld := fmt.Errorf("kernel %s is too old: nstrace needs Linux %d.%d or newer (the BPF ring buffer)", release, minKernel[0], minKernel[1])
 	if errors.Is(ringbuf, ebpf.ErrNotSupported) {
 		return tooOld
 	}
 	if !haveBTF {
-		if v, ok := parseRelease(release); ok && (v[0] < MinKernel[0] || v[0] == MinKernel[0] && v[1] < MinKernel[1]) {
+		if v, ok := parseRelease(release); ok && (v[0] < minKernel[0] || v[0] == minKernel[0] && v[1] < minKernel[1]) {
 			return tooOld
 		}
 		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
