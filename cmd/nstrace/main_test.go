@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/launch"
 	"github.com/nstrace/nstrace/internal/storm"
 	"github.com/nstrace/nstrace/internal/testutil"
 )
@@ -55,8 +56,10 @@ func TestMain(m *testing.M) {
 		args := os.Args[1:]
 		// The hook path the suite is asked to use (the kernel matrix
 		// runs it once per path); a test's own --syscall-hooks, later,
-		// wins.
-		if h := os.Getenv(testutil.HooksEnv); h != "" && (len(args) == 0 || args[0] != "ns") {
+		// wins. Not for `nstrace ns`, nor for the gate child that
+		// becomes a COMMAND: its arguments are the command's.
+		gate := os.Getenv(launch.GateEnv) == "1"
+		if h := os.Getenv(testutil.HooksEnv); h != "" && !gate && (len(args) == 0 || args[0] != "ns") {
 			args = append([]string{"--syscall-hooks=" + h}, args...)
 		}
 		os.Exit(mainExit(args, os.Stdout, os.Stderr))
