@@ -297,7 +297,7 @@ func kernelRelease() string {
 
 // Open checks the kernel, loads the programs the options need and attaches
 // them. Events start queueing at once; Read returns them.
-func Open(opts Options) (_ *Probe, err error) {
+func Open(opts Options) (*Probe, error) {
 	if opts.Kinds == 0 {
 		return nil, errors.New("no events selected")
 	}
@@ -313,27 +313,32 @@ func Open(opts Options) (_ *Probe, err error) {
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
+	hooks, note := HooksTracepoint, "no clone, unshare or setns event selected"
+	if needsSyscalls(opts.Kinds) {
+		hooks, note = chooseHooks(opts.Hooks)
+	}
+	p, err := open(opts, hooks, note)
+	if err != nil && hooks == HooksFentry && opts.Hooks == HooksAuto {
+		// A kernel may take one fentry program and refuse another (a
+		// function it lacks), or load them and refuse to attach them:
+		// fall back as a whole.
+		p, err = open(opts, HooksTracepoint, fmt.Sprintf("fentry failed: %v", err))
+	}
+	return p, err
+}
 
-	p := &Probe{}
+// open loads and attaches the programs for opts with these hooks.
+func open(opts Options, hooks Hooks, note string) (_ *Probe, err error) {
+	p := &Probe{hooks: hooks, hooksNote: note}
 	defer func() {
 		if err != nil {
 			p.Close()
 		}
 	}()
 	exitGroupDead := exitTracepointHasGroupDead() && !opts.ClaimExits
-	p.hooks, p.hooksNote = HooksTracepoint, "no clone, unshare or setns event selected"
-	if needsSyscalls(opts.Kinds) {
-		p.hooks, p.hooksNote = chooseHooks(opts.Hooks)
-	}
 	var attach []*ebpf.ProgramSpec
 	var ms *nstraceMapSpecs
 	p.coll, attach, ms, err = load(opts, p.hooks, exitGroupDead)
-	if err != nil && p.hooks == HooksFentry && opts.Hooks == HooksAuto {
-		// A kernel may take one fentry program and refuse another (a
-		// function it lacks): fall back as a whole.
-		p.hooks, p.hooksNote = HooksTracepoint, fmt.Sprintf("fentry failed to load: %v", err)
-		p.coll, attach, ms, err = load(opts, p.hooks, exitGroupDead)
-	}
 	if err != nil {
 		return nil, loadError(err, opts.Debug)
 	}
@@ -449,7 +454,8 @@ func chooseHooks(want Hooks) (Hooks, string) {
 }
 
 // FentryAllowed reports whether this kernel lets BPF trampolines attach,
-// by loading a program that does nothing at a function entry.
+// by loading and attaching a program that does nothing at a function
+// entry.
 func FentryAllowed() error {
 	spec, err := loadNstrace()
 	if err != nil {
@@ -463,7 +469,14 @@ func FentryAllowed() error {
 	if err != nil {
 		return err
 	}
-	return prog.Close()
+	defer prog.Close()
+	// Loading is not enough: arm64 before 6.4 loads fentry programs but
+	// cannot attach them to kernel functions (no ftrace direct calls).
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 // exitTracepointHasGroupDead reports whether sched_process_exit says which
