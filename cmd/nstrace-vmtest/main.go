@@ -523,7 +523,10 @@ func boot(g guest, kernel, initrd, logPath, tag string) (bool, string) {
 		line := sc.Text()
 		console.WriteString(line + "\n")
 		fmt.Fprintln(logf, line)
-		if strings.HasPrefix(line, "--- FAIL") || strings.HasPrefix(line, "NSTRACE-VMTEST") {
+		// The firmware's screen codes may precede the first line.
+		if i := strings.Index(line, "NSTRACE-VMTEST"); i >= 0 {
+			fmt.Println(tag + " " + line[i:])
+		} else if strings.HasPrefix(line, "--- FAIL") {
 			fmt.Println(tag + " " + line)
 		}
 	}
