@@ -1,28 +1,30 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Command nstrace-vmtest runs nstrace's privileged test suite on other
-// kernels: for each kernel in kernels.txt it fetches Debian's image
-// package, boots it under qemu (software emulation) with an initramfs
-// holding the compiled tests, busybox and the tools the tests use, and
-// reports pass or fail per kernel, with the failing tests' output. The
-// host's kernel runs the same test binaries first. `make test-kernels`
-// runs it, as root.
+// kernels: for each guest in kernels.txt it fetches Debian's image
+// package, boots it under qemu (software emulation, x86_64 or arm64)
+// with an initramfs holding the compiled tests, busybox and the tools
+// the tests use, and reports pass or fail per guest, with the failing
+// tests' output. The host's kernel runs the same test binaries first.
+// `make test-kernels` runs it, as root.
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	_ "embed"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -30,10 +32,11 @@ import (
 var kernelList string
 
 var (
-	cacheDir = flag.String("cache", filepath.Join(os.TempDir(), "nstrace-vmtest"), "where kernel packages are kept")
-	timeout  = flag.Duration("timeout", 12*time.Minute, "per kernel, boot to power-off")
-	only     = flag.String("only", "", "run only kernels whose package matches this")
+	cacheDir = flag.String("cache", filepath.Join(os.TempDir(), "nstrace-vmtest"), "where kernel packages and guest tools are kept")
+	timeout  = flag.Duration("timeout", 20*time.Minute, "per guest, boot to power-off")
+	only     = flag.String("only", "", "run only guests whose line in kernels.txt contains this")
 	noHost   = flag.Bool("no-host", false, "skip the host kernel's run")
+	jobs     = flag.Int("j", 2, "guests run at once")
 	mem      = flag.String("m", "2048", "guest memory (MiB)")
 	run      = flag.String("run", "", "run only the tests matching this (go test -run)")
 	verbose  = flag.Bool("v", false, "boot without quiet: the guest kernel's messages in the log")
@@ -45,12 +48,6 @@ var suites = []struct{ name, pkg string }{
 	{"nstrace", "./cmd/nstrace"},
 }
 
-// Tools the tests run, taken from the host with their libraries; busybox
-// provides the rest (sleep, true, ps, cp, env, mount, poweroff...). The
-// host's sh (dash) replaces busybox's, whose built-in applets would not
-// exec as the tests expect.
-var hostTools = []string{"unshare", "nsenter", "lsns", "setpriv", "ip", "runc", "sh", "promtool"}
-
 // guestSkip are the tests a guest does not run: those of container
 // runtimes with daemons (containerd, Docker, Podman), which the host's
 // suite runs. runc's container tests run in every guest.
@@ -60,94 +57,238 @@ const guestSkip = "TestPrivilegedContainer/^(containerd|docker|podman)$"
 // execs tens of times slower; the test is otherwise the same.
 const stormN = "2000"
 
+// arch is how to build for and boot one architecture.
+type arch struct {
+	goarch, deb, triplet string
+	qemu                 string
+	machine              []string
+	console              string
+}
+
+var arches = map[string]arch{
+	"amd64": {"amd64", "amd64", "x86_64-linux-gnu", "qemu-system-x86_64", []string{"-cpu", "max"}, "ttyS0"},
+	// pauth-impdef: pointer authentication (which Debian's arm64 kernel
+	// uses) by a cheap implementation-defined hash instead of QARMA,
+	// whose emulation costs more than the rest of the guest.
+	"arm64": {"arm64", "arm64", "aarch64-linux-gnu", "qemu-system-aarch64", []string{"-M", "virt", "-cpu", "max,pauth-impdef=on"}, "ttyAMA0"},
+}
+
+// guest is one line of kernels.txt: a kernel package pattern, the CPUs
+// to give it, and the syscall hook path the suite must use.
+type guest struct {
+	line    string
+	pattern string
+	arch    arch
+	smp     int
+	hooks   string
+}
+
+func parseGuests(text string) ([]guest, error) {
+	var out []guest
+	for n, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		g := guest{line: line, pattern: f[0], arch: arches["amd64"], smp: 2, hooks: "fentry"}
+		if strings.Contains(g.pattern, "-arm64") {
+			g.arch = arches["arm64"]
+		}
+		for _, kv := range f[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "smp":
+				i, err := strconv.Atoi(v)
+				if err != nil || i < 1 {
+					return nil, fmt.Errorf("kernels.txt:%d: smp=%q", n+1, v)
+				}
+				g.smp = i
+			case "hooks":
+				if v != "fentry" && v != "tracepoint" {
+					return nil, fmt.Errorf("kernels.txt:%d: hooks=%q is not fentry or tracepoint", n+1, v)
+				}
+				g.hooks = v
+			default:
+				return nil, fmt.Errorf("kernels.txt:%d: unknown option %q", n+1, kv)
+			}
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+type result struct {
+	name   string
+	ok     bool
+	detail string
+	took   time.Duration
+}
+
 func main() {
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal("run as root: the suite loads BPF programs")
+	}
+	all, err := parseGuests(kernelList)
+	if err != nil {
+		fatal(err.Error())
+	}
+	var guests []guest
+	for _, g := range all {
+		if *only == "" || strings.Contains(g.line, *only) {
+			guests = append(guests, g)
+		}
 	}
 	work, err := os.MkdirTemp("", "nstrace-vmtest-run")
 	if err != nil {
 		fatal(err.Error())
 	}
 	defer os.RemoveAll(work)
+	start := time.Now()
 
-	fmt.Println("building the test binaries")
-	for _, s := range suites {
-		cmd := exec.Command("go", "test", "-c", "-o", filepath.Join(work, s.name+".test"), s.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fatal("building " + s.pkg + ": " + err.Error())
+	ap := newApt(*cacheDir)
+	hostArch := arches["amd64"]
+	initrds := map[string]string{}
+	need := map[string]bool{}
+	if !*noHost {
+		need[hostArch.goarch] = true
+	}
+	for _, g := range guests {
+		need[g.arch.goarch] = true
+	}
+	for goarch := range need {
+		a := arches[goarch]
+		dir := filepath.Join(work, goarch)
+		fmt.Printf("building the test binaries (%s)\n", goarch)
+		if err := buildTests(a, dir); err != nil {
+			fatal(err.Error())
+		}
+		if !hasGuest(guests, goarch) {
+			continue
+		}
+		u := hostUserland(a)
+		if a.goarch != hostArch.goarch {
+			if u, err = fetchUserland(ap, a, filepath.Join(*cacheDir, "userland-"+goarch)); err != nil {
+				fatal("fetching the " + goarch + " tools: " + err.Error())
+			}
+		}
+		initrds[goarch] = filepath.Join(dir, "initrd.cpio")
+		if err := buildInitramfs(u, dir, initrds[goarch]); err != nil {
+			fatal("building the " + goarch + " initramfs: " + err.Error())
 		}
 	}
 
-	type result struct {
-		kernel string
-		ok     bool
-		detail string
-	}
 	var results []result
 	if !*noHost {
-		out, ok := runHost(work)
-		results = append(results, result{"host " + uname(), ok, out})
+		t0 := time.Now()
+		out, ok := runHost(filepath.Join(work, hostArch.goarch))
+		results = append(results, result{"host " + uname(), ok, out, time.Since(t0)})
 	}
-	initrd := filepath.Join(work, "initrd.cpio")
-	if err := buildInitramfs(work, initrd); err != nil {
-		fatal("building the initramfs: " + err.Error())
+
+	// Kernels first, one at a time (apt), then the guests in parallel.
+	type booting struct {
+		g       guest
+		pkg     string
+		vmlinuz string
 	}
-	for _, pattern := range kernels() {
-		if *only != "" && !strings.Contains(pattern, *only) {
-			continue
-		}
-		pkg, vmlinuz, err := fetchKernel(pattern)
+	var boots []booting
+	for _, g := range guests {
+		pkg, vmlinuz, err := fetchKernel(ap, g.pattern)
 		if err != nil {
-			results = append(results, result{pattern, false, err.Error()})
+			results = append(results, result{name: g.line, detail: err.Error()})
 			continue
 		}
-		fmt.Printf("booting %s\n", pkg)
-		ok, detail := boot(vmlinuz, initrd, filepath.Join(work, pkg+".log"))
-		results = append(results, result{pkg, ok, detail})
+		boots = append(boots, booting{g, pkg, vmlinuz})
 	}
+	guestResults := make([]result, len(boots))
+	next := make(chan int, len(boots))
+	for i := range boots {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range max(*jobs, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				b := boots[i]
+				name := fmt.Sprintf("%s (%s, %d CPU%s, %s)", b.pkg, b.g.arch.goarch, b.g.smp, plural(b.g.smp), b.g.hooks)
+				tag := fmt.Sprintf("[%d]", i+1)
+				fmt.Printf("%s booting %s\n", tag, name)
+				t0 := time.Now()
+				ok, detail := boot(b.g, b.vmlinuz, initrds[b.g.arch.goarch], filepath.Join(work, fmt.Sprintf("guest%d.log", i+1)), tag)
+				guestResults[i] = result{name, ok, detail, time.Since(t0)}
+				fmt.Printf("%s done in %v: %s\n", tag, time.Since(t0).Round(time.Second), passFail(ok))
+			}
+		}()
+	}
+	wg.Wait()
+	results = append(results, guestResults...)
 
 	fmt.Println()
 	passed, failed := 0, 0
 	for _, r := range results {
-		status := "PASS"
 		if r.ok {
 			passed++
 		} else {
-			status = "FAIL"
 			failed++
 		}
-		fmt.Printf("%-4s  %s\n", status, r.kernel)
+		fmt.Printf("%-4s  %s  %v\n", passFail(r.ok), r.name, r.took.Round(time.Second))
 		if !r.ok {
 			fmt.Println(indent(r.detail))
 		}
 	}
-	fmt.Printf("kernels: %d passed, %d failed\n", passed, failed)
+	fmt.Printf("kernels: %d passed, %d failed, %v in all\n", passed, failed, time.Since(start).Round(time.Second))
 	if failed > 0 || passed == 0 {
 		os.Exit(1)
 	}
 }
 
-func kernels() []string {
-	var out []string
-	for _, line := range strings.Split(kernelList, "\n") {
-		line = strings.TrimSpace(line)
-		if line != "" && !strings.HasPrefix(line, "#") {
-			out = append(out, line)
+func hasGuest(gs []guest, goarch string) bool {
+	for _, g := range gs {
+		if g.arch.goarch == goarch {
+			return true
 		}
 	}
-	return out
+	return false
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// buildTests compiles the suites as static binaries for a into dir.
+func buildTests(a arch, dir string) error {
+	for _, s := range suites {
+		cmd := exec.Command("go", "test", "-c", "-o", filepath.Join(dir, s.name+".test"), s.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+a.goarch)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building %s for %s: %w", s.pkg, a.goarch, err)
+		}
+	}
+	return nil
 }
 
 // runHost runs the suites on this machine's kernel.
-func runHost(work string) (string, bool) {
+func runHost(dir string) (string, bool) {
 	var all bytes.Buffer
 	ok := true
 	for _, s := range suites {
 		fmt.Printf("running %s on the host\n", s.name)
-		cmd := exec.Command(filepath.Join(work, s.name+".test"), "-test.v", "-test.count=1")
+		cmd := exec.Command(filepath.Join(dir, s.name+".test"), "-test.v", "-test.count=1")
 		cmd.Env = append(os.Environ(), "NSTRACE_PRIVILEGED_TESTS=1", "NSTRACE_STORM_N="+stormN)
 		out, err := cmd.CombinedOutput()
 		all.Write(out)
@@ -158,49 +299,77 @@ func runHost(work string) (string, bool) {
 	return failures(all.String()), ok && ranTests(all.String())
 }
 
-// fetchKernel downloads the newest package matching pattern and returns
-// its name and the path of its vmlinuz.
-func fetchKernel(pattern string) (string, string, error) {
-	out, err := exec.Command("apt-cache", "search", "--names-only", "^"+globToRegexp(pattern)+"$").Output()
+// fetchKernel downloads the newest package matching pattern that the
+// archive really serves (an index may list a package its pool lacks) and
+// returns its name and the path of its kernel image.
+func fetchKernel(ap *apt, pattern string) (string, string, error) {
+	names, err := ap.search(pattern)
 	if err != nil {
-		return "", "", fmt.Errorf("apt-cache search %s: %w", pattern, err)
-	}
-	var names []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if name, _, ok := strings.Cut(line, " "); ok {
-			names = append(names, name)
-		}
-	}
-	if len(names) == 0 {
-		return "", "", fmt.Errorf("no package matches %s (apt-get update?)", pattern)
-	}
-	sort.Slice(names, func(i, j int) bool { return versionLess(names[i], names[j]) })
-	pkg := names[len(names)-1]
-	dir := filepath.Join(*cacheDir, pkg)
-	if matches, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*")); len(matches) == 1 {
-		return pkg, matches[0], nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", err
 	}
-	dl := exec.Command("apt-get", "download", pkg)
-	dl.Dir = dir
-	if b, err := dl.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("apt-get download %s: %v: %s", pkg, err, b)
+	if len(names) == 0 {
+		return "", "", fmt.Errorf("no package matches %s", pattern)
 	}
-	debs, _ := filepath.Glob(filepath.Join(dir, "*.deb"))
-	if len(debs) != 1 {
-		return "", "", fmt.Errorf("apt-get download %s gave %d packages", pkg, len(debs))
+	var errs []string
+	for _, pkg := range names {
+		dir := filepath.Join(*cacheDir, pkg)
+		if k, err := kernelImage(dir); err == nil {
+			return pkg, k, nil
+		}
+		os.RemoveAll(dir)
+		fmt.Printf("fetching %s\n", pkg)
+		if err := ap.download(dir, pkg); err != nil {
+			errs = append(errs, err.Error())
+			os.RemoveAll(dir)
+			continue
+		}
+		k, err := kernelImage(dir)
+		if err != nil {
+			return "", "", err
+		}
+		return pkg, k, nil
 	}
-	if b, err := exec.Command("dpkg-deb", "-x", debs[0], dir).CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("dpkg-deb -x: %v: %s", err, b)
-	}
-	os.Remove(debs[0])
+	return "", "", fmt.Errorf("no package matching %s could be fetched:\n%s", pattern, strings.Join(errs, "\n"))
+}
+
+// kernelImage finds the kernel in an unpacked package; a gzip'd image
+// (as some arm64 packages ship) is unpacked beside it, since qemu boots
+// an arm64 Image only uncompressed.
+func kernelImage(dir string) (string, error) {
 	matches, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
 	if len(matches) != 1 {
-		return "", "", fmt.Errorf("%s holds %d kernels", pkg, len(matches))
+		return "", fmt.Errorf("%s holds %d kernels", dir, len(matches))
 	}
-	return pkg, matches[0], nil
+	f, err := os.Open(matches[0])
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	magic := make([]byte, 2)
+	if _, err := io.ReadFull(f, magic); err != nil || magic[0] != 0x1f || magic[1] != 0x8b {
+		return matches[0], nil
+	}
+	out := matches[0] + ".unpacked"
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	f.Seek(0, io.SeekStart)
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return "", err
+	}
+	w, err := os.Create(out + ".tmp")
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(w, zr); err != nil {
+		w.Close()
+		return "", err
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	return out, os.Rename(out+".tmp", out)
 }
 
 func globToRegexp(g string) string {
@@ -246,10 +415,17 @@ mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /dev/pts /run/netns /root
+# /dev/fd, as udev or an init makes it on a real system: runc re-executes
+# its sealed copy with execveat(fd, "", AT_EMPTY_PATH), which Debian's
+# 5.10.223 fails with ENOENT where /dev/fd is missing (as in
+# opencontainers/runc issue 2552).
+ln -s /proc/self/fd /dev/fd
 ip link set lo up
-echo "NSTRACE-VMTEST-KERNEL $(uname -r)"
-export NSTRACE_PRIVILEGED_TESTS=1 NSTRACE_STORM_N=` + stormN + `
-run=$(sed -n 's/.*nstrace.run=\([^ ]*\).*/\1/p' /proc/cmdline)
+arg() { sed -n "s/.*nstrace\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+hooks=$(arg hooks)
+echo "NSTRACE-VMTEST-KERNEL $(uname -r) $(uname -m) $(nproc) CPUs, syscall hooks ${hooks:-auto}"
+export NSTRACE_PRIVILEGED_TESTS=1 NSTRACE_STORM_N=` + stormN + ` NSTRACE_SYSCALL_HOOKS=$hooks
+run=$(arg run)
 status=""
 for t in /tests/*.test; do
 	"$t" -test.v -test.count=1 -test.timeout=30m -test.run="${run:-.}" -test.skip='` + guestSkip + `'
@@ -259,7 +435,7 @@ echo "NSTRACE-VMTEST-RESULT$status"
 poweroff -f
 `
 
-func buildInitramfs(work, out string) error {
+func buildInitramfs(u *userland, dir, out string) error {
 	r := newInitramfs()
 	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/sys/fs/cgroup"} {
 		r.dir(d)
@@ -267,30 +443,32 @@ func buildInitramfs(work, out string) error {
 	r.file("/init", []byte(initScript), 0o755)
 	r.file("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"), 0o644)
 	for _, s := range suites {
-		if err := r.copyFile(filepath.Join(work, s.name+".test"), "/tests/"+s.name+".test"); err != nil {
+		if err := r.copyFile(filepath.Join(dir, s.name+".test"), "/tests/"+s.name+".test"); err != nil {
 			return err
 		}
 	}
-	busybox, err := exec.LookPath("busybox")
+	busybox, err := u.busybox()
 	if err != nil {
-		return errors.New("busybox is needed (apt-get install busybox-static)")
+		return err
 	}
 	if err := r.copyFile(busybox, "/bin/busybox"); err != nil {
 		return err
 	}
-	list, err := exec.Command(busybox, "--list").Output()
+	// The list of applets, from the host's busybox (the guest's may be of
+	// another architecture): the same Debian package.
+	list, err := exec.Command("busybox", "--list").Output()
 	if err != nil {
-		return err
+		return fmt.Errorf("busybox --list: %w (apt-get install busybox-static)", err)
 	}
 	for _, applet := range strings.Fields(string(list)) {
 		if applet != "busybox" {
 			r.symlink("/bin/"+applet, "busybox")
 		}
 	}
-	for _, tool := range hostTools {
-		p, err := exec.LookPath(tool)
+	for _, tool := range guestTools {
+		p, err := u.tool(tool)
 		if err != nil {
-			return fmt.Errorf("%s is needed on the host", tool)
+			return err
 		}
 		dst := "/usr/bin/" + tool
 		if tool == "sh" {
@@ -299,12 +477,12 @@ func buildInitramfs(work, out string) error {
 		if err := r.copyFile(p, dst); err != nil {
 			return err
 		}
-		libs, err := sharedLibs(p)
+		libs, err := u.libs(p)
 		if err != nil {
 			return err
 		}
-		for _, lib := range libs {
-			if err := r.copyFile(lib, lib); err != nil {
+		for guestPath, hostPath := range libs {
+			if err := r.copyFile(hostPath, guestPath); err != nil {
 				return err
 			}
 		}
@@ -320,33 +498,22 @@ func buildInitramfs(work, out string) error {
 	return f.Close()
 }
 
-// sharedLibs lists the libraries a dynamic executable loads, and its
-// loader, as ldd resolves them.
-func sharedLibs(path string) ([]string, error) {
-	out, err := exec.Command("ldd", path).Output()
-	if err != nil {
-		return nil, nil // static
-	}
-	var libs []string
-	for _, line := range strings.Split(string(out), "\n") {
-		for _, f := range strings.Fields(line) {
-			if strings.HasPrefix(f, "/") {
-				libs = append(libs, f)
-			}
-		}
-	}
-	return libs, nil
-}
-
 // boot runs the guest and reads its verdict from the serial console.
-func boot(vmlinuz, initrd, logPath string) (bool, string) {
+func boot(g guest, kernel, initrd, logPath, tag string) (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", *mem,
-		"-kernel", vmlinuz, "-initrd", initrd,
-		"-append", cmdline(),
+	args := append([]string{}, g.arch.machine...)
+	accel := "tcg"
+	if g.smp > 1 {
+		// One host thread per guest CPU: plain TCG runs every CPU on one
+		// thread, which gives no real concurrency.
+		accel = "tcg,thread=multi"
+	}
+	args = append(args, "-accel", accel, "-smp", strconv.Itoa(g.smp), "-m", *mem,
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", cmdline(g),
 		"-nographic", "-no-reboot", "-nic", "none")
+	cmd := exec.CommandContext(ctx, g.arch.qemu, args...)
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return false, err.Error()
@@ -356,7 +523,7 @@ func boot(vmlinuz, initrd, logPath string) (bool, string) {
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
-		return false, "starting qemu: " + err.Error()
+		return false, "starting " + g.arch.qemu + ": " + err.Error()
 	}
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -364,14 +531,21 @@ func boot(vmlinuz, initrd, logPath string) (bool, string) {
 		line := sc.Text()
 		console.WriteString(line + "\n")
 		fmt.Fprintln(logf, line)
-		if strings.HasPrefix(line, "--- FAIL") || strings.HasPrefix(line, "NSTRACE-VMTEST") {
-			fmt.Println("  " + line)
+		// The firmware's screen codes may precede the first line.
+		if i := strings.Index(line, "NSTRACE-VMTEST"); i >= 0 {
+			fmt.Println(tag + " " + line[i:])
+		} else if strings.HasPrefix(line, "--- FAIL") {
+			fmt.Println(tag + " " + line)
 		}
 	}
 	_ = cmd.Wait()
 	text := console.String()
+	keep := filepath.Join(*cacheDir, "logs", filepath.Base(logPath))
+	if os.MkdirAll(filepath.Dir(keep), 0o755) == nil {
+		_ = os.WriteFile(keep, []byte(text), 0o644)
+	}
 	if ctx.Err() != nil {
-		return false, fmt.Sprintf("timed out after %v (console log: %s)\n%s", *timeout, logPath, tail(text, 30))
+		return false, fmt.Sprintf("timed out after %v (console log: %s)\n%s", *timeout, keep, tail(text, 30))
 	}
 	verdict := ""
 	for _, line := range strings.Split(text, "\n") {
@@ -380,7 +554,7 @@ func boot(vmlinuz, initrd, logPath string) (bool, string) {
 		}
 	}
 	if verdict == "" {
-		return false, fmt.Sprintf("the guest did not run the tests (console log: %s)\n%s", logPath, tail(text, 30))
+		return false, fmt.Sprintf("the guest did not run the tests (console log: %s)\n%s", keep, tail(text, 30))
 	}
 	ok := ranTests(text)
 	for _, kv := range strings.Fields(verdict) {
@@ -389,13 +563,13 @@ func boot(vmlinuz, initrd, logPath string) (bool, string) {
 		}
 	}
 	if !ok {
-		return false, verdict + "\n" + failures(text)
+		return false, verdict + " (console log: " + keep + ")\n" + failures(text)
 	}
 	return true, verdict
 }
 
-func cmdline() string {
-	c := "console=ttyS0 panic=-1 oops=panic softlockup_panic=1"
+func cmdline(g guest) string {
+	c := "console=" + g.arch.console + " panic=-1 oops=panic softlockup_panic=1 nstrace.hooks=" + g.hooks
 	if !*verbose {
 		c += " quiet"
 	}

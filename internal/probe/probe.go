@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -230,30 +231,92 @@ func ValidBufferSize(n int) error {
 // checkKernel says in one line why this kernel or process cannot run the
 // programs, or returns nil.
 func checkKernel() error {
-	if _, err := os.Stat(BTFPath); err != nil {
-		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
+	release := kernelRelease()
+	_, btfErr := os.Stat(BTFPath)
+	if err := kernelGate(release, btfErr == nil, nil); err != nil {
+		return err
 	}
 	// Checked as root too: root in a container has only the
 	// capabilities it was given.
 	if missing := MissingCapabilities(); len(missing) > 0 {
 		return fmt.Errorf("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (missing: %s)", joinNames(missing))
 	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return errors.New("kernel too old: nstrace needs the BPF ring buffer of Linux 5.8 or newer")
-		}
-		return hint(fmt.Errorf("probing for the BPF ring buffer: %w", err))
-	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, counted
+	// per user: with another nstrace running, even the ring buffer probe
+	// below fails (EPERM) under the default limit. Raise it first.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raising the memlock limit: %w (kernels before 5.11 need CAP_SYS_RESOURCE)", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return kernelGate(release, true, err)
+		}
+		return hint(fmt.Errorf("probing for the BPF ring buffer: %w", err))
 	}
 	return nil
 }
 
+// minKernel is the oldest Linux nstrace runs on: the BPF ring buffer
+// came in 5.8.
+var minKernel = [2]int{5, 8}
+
+// kernelGate says in one line why a kernel cannot run nstrace, from its
+// release (uname -r), whether it exposes BTF, and the ring buffer
+// probe's answer (nil: present or not probed yet). The probe decides
+// where it ran: distributions backport the ring buffer to older
+// version numbers (RHEL 8's 4.18). The release only names the cause when
+// BTF is missing too.
+func kernelGate(release string, haveBTF bool, ringbuf error) error {
+	tooOld := fmt.Errorf("kernel %s is too old: nstrace needs Linux %d.%d or newer (the BPF ring buffer)", release, minKernel[0], minKernel[1])
+	if errors.Is(ringbuf, ebpf.ErrNotSupported) {
+		return tooOld
+	}
+	if !haveBTF {
+		if v, ok := parseRelease(release); ok && (v[0] < minKernel[0] || v[0] == minKernel[0] && v[1] < minKernel[1]) {
+			return tooOld
+		}
+		return fmt.Errorf("kernel BTF not found at %s: nstrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", BTFPath)
+	}
+	return nil
+}
+
+// parseRelease reads the major and minor version from a kernel release
+// such as "5.10.0-32-cloud-amd64".
+func parseRelease(release string) ([2]int, bool) {
+	var v [2]int
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return v, false
+	}
+	for i := range v {
+		digits := parts[i]
+		if end := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); end >= 0 {
+			if i == 0 {
+				return v, false // the major number is all digits
+			}
+			digits = digits[:end]
+		}
+		n, err := strconv.Atoi(digits)
+		if err != nil {
+			return v, false
+		}
+		v[i] = n
+	}
+	return v, true
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "(unknown)"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
 // Open checks the kernel, loads the programs the options need and attaches
 // them. Events start queueing at once; Read returns them.
-func Open(opts Options) (_ *Probe, err error) {
+func Open(opts Options) (*Probe, error) {
 	if opts.Kinds == 0 {
 		return nil, errors.New("no events selected")
 	}
@@ -269,27 +332,32 @@ func Open(opts Options) (_ *Probe, err error) {
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
+	hooks, note := HooksTracepoint, "no clone, unshare or setns event selected"
+	if needsSyscalls(opts.Kinds) {
+		hooks, note = chooseHooks(opts.Hooks)
+	}
+	p, err := open(opts, hooks, note)
+	if err != nil && hooks == HooksFentry && opts.Hooks == HooksAuto {
+		// A kernel may take one fentry program and refuse another (a
+		// function it lacks), or load them and refuse to attach them:
+		// fall back as a whole.
+		p, err = open(opts, HooksTracepoint, fmt.Sprintf("fentry failed: %v", err))
+	}
+	return p, err
+}
 
-	p := &Probe{}
+// open loads and attaches the programs for opts with these hooks.
+func open(opts Options, hooks Hooks, note string) (_ *Probe, err error) {
+	p := &Probe{hooks: hooks, hooksNote: note}
 	defer func() {
 		if err != nil {
 			p.Close()
 		}
 	}()
 	exitGroupDead := exitTracepointHasGroupDead() && !opts.ClaimExits
-	p.hooks, p.hooksNote = HooksTracepoint, "no clone, unshare or setns event selected"
-	if needsSyscalls(opts.Kinds) {
-		p.hooks, p.hooksNote = chooseHooks(opts.Hooks)
-	}
 	var attach []*ebpf.ProgramSpec
 	var ms *nstraceMapSpecs
 	p.coll, attach, ms, err = load(opts, p.hooks, exitGroupDead)
-	if err != nil && p.hooks == HooksFentry && opts.Hooks == HooksAuto {
-		// A kernel may take one fentry program and refuse another (a
-		// function it lacks): fall back as a whole.
-		p.hooks, p.hooksNote = HooksTracepoint, fmt.Sprintf("fentry failed to load: %v", err)
-		p.coll, attach, ms, err = load(opts, p.hooks, exitGroupDead)
-	}
 	if err != nil {
 		return nil, loadError(err, opts.Debug)
 	}
@@ -405,7 +473,8 @@ func chooseHooks(want Hooks) (Hooks, string) {
 }
 
 // FentryAllowed reports whether this kernel lets BPF trampolines attach,
-// by loading a program that does nothing at a function entry.
+// by loading and attaching a program that does nothing at a function
+// entry.
 func FentryAllowed() error {
 	spec, err := loadNstrace()
 	if err != nil {
@@ -419,7 +488,14 @@ func FentryAllowed() error {
 	if err != nil {
 		return err
 	}
-	return prog.Close()
+	defer prog.Close()
+	// Loading is not enough: arm64 before 6.4 loads fentry programs but
+	// cannot attach them to kernel functions (no ftrace direct calls).
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 // exitTracepointHasGroupDead reports whether sched_process_exit says which

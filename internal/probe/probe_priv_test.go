@@ -276,6 +276,53 @@ func TestPrivilegedUnshare(t *testing.T) {
 	}
 }
 
+// The suite catches namespace calls the way it was asked to (the kernel
+// matrix runs it once per way): the programs of that path are the ones in
+// the kernel, and an unshare arrives through them. Asked for fentry,
+// nstrace's own choice must be fentry too: a kernel that allows BPF
+// trampolines gets them.
+func TestPrivilegedHookPath(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	want := testutil.Hooks(t)
+	before := testutil.LoadedPrograms()
+	c := testutil.Collect(t, event.Kinds(event.Unshare))
+	got, why := c.Probe().Hooks()
+	t.Logf("namespace system calls: %s (%s)", got, why)
+	if want != probe.HooksAuto && got != want {
+		t.Fatalf("hooks %s (%s), want %s", got, why, want)
+	}
+	progs := map[string]bool{}
+	for id, name := range testutil.LoadedPrograms() {
+		if _, old := before[id]; !old {
+			progs[name] = true
+		}
+	}
+	wantProg := map[probe.Hooks]string{probe.HooksFentry: "nst_unshare_in", probe.HooksTracepoint: "nst_sys_enter"}[got]
+	if !progs[wantProg] || len(progs) != 2 {
+		t.Errorf("programs loaded for unshare events over %s: %v, want %s and its exit", got, progs, wantProg)
+	}
+	m := marker()
+	cmd := start(t, exec.Command("unshare", "-u", "sleep", m))
+	u := c.Wait(t, 1, wait, kindPID(event.Unshare, uint32(cmd.Process.Pid)))[0]
+	if u.FlagsRaw != unix.CLONE_NEWUTS || u.Ret != 0 {
+		t.Errorf("unshare flags %#x ret %d", u.FlagsRaw, u.Ret)
+	}
+
+	// nstrace's own choice: fentry exactly where fentry attaches (arm64
+	// loads fentry programs before 6.4 but cannot attach them).
+	p, err := probe.Open(probe.Options{Kinds: event.Kinds(event.Unshare)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	auto, why := p.Hooks()
+	fentryErr := probe.FentryAllowed()
+	t.Logf("auto: %s (%s)", auto, why)
+	if (fentryErr == nil) != (auto == probe.HooksFentry) || want == probe.HooksFentry && auto != probe.HooksFentry {
+		t.Errorf("auto chose %s (%s); fentry attaches: %v", auto, why, fentryErr)
+	}
+}
+
 func TestPrivilegedUnshareForkPid(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.AllKinds())

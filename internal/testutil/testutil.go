@@ -50,9 +50,13 @@ func Collect(t testing.TB, kinds event.KindSet) *Collector {
 	return CollectWith(t, probe.Options{Kinds: kinds})
 }
 
-// CollectWith is Collect with full options.
+// CollectWith is Collect with full options. Hooks left to nstrace's
+// choice become those HooksEnv asks for.
 func CollectWith(t testing.TB, opts probe.Options) *Collector {
 	t.Helper()
+	if opts.Hooks == probe.HooksAuto {
+		opts.Hooks = Hooks(t)
+	}
 	p, err := probe.Open(opts)
 	if err != nil {
 		t.Fatalf("opening probe: %v", err)
@@ -180,11 +184,32 @@ func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
 	}
 }
 
+// HooksEnv makes the privileged tests catch namespace system calls one
+// way, "fentry" or "tracepoint", as asked for, never falling back: the
+// kernel matrix runs the suite once per way. Unset, nstrace chooses.
+const HooksEnv = "NSTRACE_SYSCALL_HOOKS"
+
+// Hooks is the hook path HooksEnv asks for, or probe.HooksAuto.
+func Hooks(t testing.TB) probe.Hooks {
+	t.Helper()
+	switch h := probe.Hooks(os.Getenv(HooksEnv)); h {
+	case probe.HooksAuto, probe.HooksFentry, probe.HooksTracepoint:
+		return h
+	default:
+		t.Fatalf("%s=%q: want fentry or tracepoint", HooksEnv, h)
+		return h
+	}
+}
+
 // HookPaths lists the ways this kernel lets nstrace catch namespace
 // system calls: the raw syscall tracepoints always, fentry where BPF
-// trampolines load. Tests of those calls run once for each.
+// trampolines load; only the one HooksEnv asks for if set. Tests of
+// those calls run once for each.
 func HookPaths(t testing.TB) []probe.Hooks {
 	t.Helper()
+	if h := Hooks(t); h != probe.HooksAuto {
+		return []probe.Hooks{h}
+	}
 	paths := []probe.Hooks{probe.HooksTracepoint}
 	if probe.FentryAllowed() == nil {
 		paths = append(paths, probe.HooksFentry)
