@@ -60,8 +60,10 @@ test: test-deps
 test-unit:
 	$(GO) test -count=1 ./...
 
-# Overhead, completeness, startup, memory and event rate, beside forkstat
-# and bpftrace when installed (apt-get install forkstat bpftrace); as root.
+# Overhead, completeness, startup, memory and event rate, then the cost
+# per event (BPF ns per run, tracer CPU and syscalls, idle ticks, dd),
+# beside forkstat and bpftrace when installed (apt-get install forkstat
+# bpftrace strace); as root. BENCH_ARGS=-quick for a shorter run.
 bench: build
 	$(GO) test -run XXX -bench . -benchmem ./internal/probe ./internal/output
 	CGO_ENABLED=0 $(GO) build -o bin/execstorm ./cmd/execstorm

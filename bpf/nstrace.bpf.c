@@ -471,7 +471,17 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 
 	nspid = read_ns_btf(parent, ns);
-	cnspid = read_ns_btf(child, cns);
+	/*
+	 * A child shares its parent's namespaces unless the clone made new
+	 * ones: the same nsproxy and user namespace, both alive now, are the
+	 * same namespaces. Only its own pid (and pid namespace) differ.
+	 */
+	if (child->nsproxy == parent->nsproxy && child->real_cred->user_ns == parent->real_cred->user_ns) {
+		__builtin_memcpy(cns, ns, sizeof(cns));
+		cnspid = own_pid_btf(child, &cns[NST_NS_PID]);
+	} else {
+		cnspid = read_ns_btf(child, cns);
+	}
 	if (!ns_pass(ns, cns) || !cgroup_pass(parent))
 		return 0;
 	cgid = note_cgroup_btf(parent);

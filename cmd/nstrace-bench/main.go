@@ -6,7 +6,11 @@
 // prints the median storm time and its ratio to bare, the share of the
 // storm's execs each tracer reported, the time from launch to the first
 // event, and peak RSS; then the highest event rate nstrace sustains without
-// loss. Run it as root; `make bench` builds what it needs.
+// loss. Then what each tracer costs per event: ns per run of each BPF
+// program (bpf_stats), its own CPU per event at a steady low rate and in
+// the storm, system calls per event, CPU at idle, and the slowdown of a
+// syscall-bound dd. Run it as root; `make bench` builds what it needs;
+// -quick is a shorter run.
 package main
 
 import (
@@ -34,6 +38,7 @@ var (
 	workers = flag.Int("w", 2, "storm workers")
 	rounds  = flag.Int("rounds", 5, "rounds")
 	peers   = flag.Bool("peers", true, "also measure forkstat and bpftrace when installed")
+	quick   = flag.Bool("quick", false, "a shorter run: fewer rounds and execs, 5 s of idle")
 )
 
 // tracer is one way of watching the storm.
@@ -44,10 +49,27 @@ type tracer struct {
 	seen  []float64
 	rss   []int64
 	start []time.Duration
+	bpf   bool // its BPF programs' run times are reported
+	idle  bool // measured at idle and under dd
+
+	cpu    uint64  // CPU ns used during the storms
+	events int     // events written during the storms
+	secs   float64 // the storms' time
+	rate   float64 // events a second during the storms
 }
 
 func main() {
 	flag.Parse()
+	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rounds"] {
+			*rounds = 2
+		}
+		if !set["n"] {
+			*n = 1000
+		}
+	}
 	if os.Geteuid() != 0 {
 		fatal("run as root (the tracers load BPF programs)")
 	}
@@ -59,11 +81,11 @@ func main() {
 
 	tracers := []*tracer{
 		{name: "bare"},
-		{name: "nstrace -e exec", argv: func(out string) []string { return []string{*nstrace, "-e", "exec", "-o", out} }},
+		{name: "nstrace -e exec", idle: true, argv: func(out string) []string { return []string{*nstrace, "-e", "exec", "-o", out} }},
 		{name: "nstrace -e exec --json", argv: func(out string) []string {
 			return []string{*nstrace, "-e", "exec", "--json", "-o", out}
 		}},
-		{name: "nstrace (all events) --json", argv: func(out string) []string {
+		{name: "nstrace (all events) --json", bpf: true, idle: true, argv: func(out string) []string {
 			return []string{*nstrace, "--json", "-o", out}
 		}},
 	}
@@ -76,7 +98,7 @@ func main() {
 	if *peers {
 		if path, err := exec.LookPath("forkstat"); err == nil {
 			// Line-buffered, or its first lines would sit in stdio's buffer.
-			tracers = append(tracers, &tracer{name: "forkstat -e exec", argv: func(out string) []string {
+			tracers = append(tracers, &tracer{name: "forkstat -e exec", idle: true, argv: func(out string) []string {
 				return []string{"sh", "-c", "exec stdbuf -oL " + path + " -e exec > " + out}
 			}})
 		} else {
@@ -88,7 +110,7 @@ func main() {
 			} else {
 				cleanup = append(cleanup, undo)
 				prog := `tracepoint:sched:sched_process_exec { printf("%s\n", str(args->filename)); }`
-				tracers = append(tracers, &tracer{name: "bpftrace exec one-liner", argv: func(out string) []string {
+				tracers = append(tracers, &tracer{name: "bpftrace exec one-liner", bpf: true, idle: true, argv: func(out string) []string {
 					return []string{"sh", "-c", "exec stdbuf -oL " + path + " -e '" + prog + "' > " + out + " 2>/dev/null"}
 				}})
 			}
@@ -130,6 +152,13 @@ func main() {
 	}
 	fmt.Println()
 	rateTable(dir)
+	fmt.Println()
+	for _, t := range tracers {
+		if t.secs > 0 {
+			t.rate = float64(t.events) / t.secs
+		}
+	}
+	costs(tracers, dir, prog)
 }
 
 func measure(t *tracer, dir, prog string) error {
@@ -150,6 +179,12 @@ func measure(t *tracer, dir, prog string) error {
 		}
 		t.start = append(t.start, time.Since(launched))
 	}
+	var c0 uint64
+	var e0 int
+	if cmd != nil {
+		c0 = cpuNS(cmd.Process.Pid)
+		e0, _ = countLines(out, "")
+	}
 	secs, err := storm(link)
 	if err != nil {
 		return err
@@ -159,6 +194,10 @@ func measure(t *tracer, dir, prog string) error {
 		return nil
 	}
 	time.Sleep(300 * time.Millisecond) // let the tracer drain
+	e1, _ := countLines(out, "")
+	t.cpu += cpuNS(cmd.Process.Pid) - c0
+	t.events += e1 - e0
+	t.secs += secs
 	t.rss = append(t.rss, peakRSS(cmd.Process.Pid))
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
@@ -215,7 +254,7 @@ func storm(path string) (float64, error) {
 // up with, in JSON to /dev/null, without loss.
 func rateTable(dir string) {
 	fmt.Println("sustained event rate, nstrace -e unshare --json -o /dev/null, 2 s per step:")
-	fmt.Printf("%12s %12s %12s %10s\n", "asked/s", "made/s", "reported/s", "lost")
+	fmt.Printf("%12s %12s %12s %10s %12s\n", "asked/s", "made/s", "reported/s", "lost", "CPU µs/ev")
 	best := 0.0
 	for _, rate := range []int{25000, 50000, 100000, 200000, 400000, 800000} {
 		cmd := exec.Command(*nstrace, "-e", "unshare", "--json", "-o", os.DevNull, "--ready-fd=3")
@@ -229,6 +268,7 @@ func rateTable(dir string) {
 		w.Close()
 		_, _ = r.Read(make([]byte, 1))
 		r.Close()
+		c0 := cpuNS(cmd.Process.Pid)
 		start := time.Now()
 		out, err := exec.Command(*stormB, "-unshare-rate", strconv.Itoa(rate), "-d", "2s").Output()
 		elapsed := time.Since(start).Seconds()
@@ -237,11 +277,12 @@ func rateTable(dir string) {
 		}
 		made, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 		time.Sleep(300 * time.Millisecond)
+		cpu := cpuNS(cmd.Process.Pid) - c0
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		_ = cmd.Wait()
 		var seen, lost int
 		fmt.Sscanf(stderr.String(), "nstrace: %d events, %d lost", &seen, &lost)
-		fmt.Printf("%12d %12.0f %12.0f %10d\n", rate, float64(made)/elapsed, float64(seen)/elapsed, lost)
+		fmt.Printf("%12d %12.0f %12.0f %10d %12s\n", rate, float64(made)/elapsed, float64(seen)/elapsed, lost, perEvent(cpu, seen))
 		if lost == 0 && seen >= made && float64(seen)/elapsed > best {
 			best = float64(seen) / elapsed
 		}
