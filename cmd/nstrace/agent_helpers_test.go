@@ -39,7 +39,8 @@ func startArgv(t *testing.T, argv []string, stderr io.Writer) (*exec.Cmd, io.Rea
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
 	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.Stderr = stderr
+	var errs bytes.Buffer // what it said, should it never get ready
+	cmd.Stderr = io.MultiWriter(stderr, &errs)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,9 @@ func startArgv(t *testing.T, argv []string, stderr io.Writer) (*exec.Cmd, io.Rea
 	readyW.Close()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	if _, err := ready.Read(make([]byte, 1)); err != nil {
-		t.Fatalf("%v never became ready: %v; stderr: %s", argv, err, stderr)
+		_ = cmd.Process.Kill()
+		werr := cmd.Wait()
+		t.Fatalf("%v never became ready: %v (%v; stderr %q)", argv, err, werr, errs.String())
 	}
 	return cmd, out
 }

@@ -325,30 +325,7 @@ func humanLines(t *testing.T, text string) []map[string]string {
 // and returns once it is attached.
 func startRaw(t *testing.T, stderr io.Writer, args ...string) (*exec.Cmd, io.ReadCloser) {
 	t.Helper()
-	ready, readyW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ready.Close()
-	cmd := nstraceCmd(append([]string{"--ready-fd=3"}, args...)...)
-	cmd.ExtraFiles = []*os.File{readyW}
-	var errs bytes.Buffer // what it said, should it never get ready
-	cmd.Stderr = io.MultiWriter(stderr, &errs)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	readyW.Close()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	if _, err := ready.Read(make([]byte, 1)); err != nil {
-		_ = cmd.Process.Kill()
-		werr := cmd.Wait()
-		t.Fatalf("nstrace never became ready: %v (%v; stderr %q)", err, werr, errs.String())
-	}
-	return cmd, out
+	return startUnder(t, nil, stderr, args...)
 }
 
 func TestPrivilegedClosedPipeEndsQuietly(t *testing.T) {
