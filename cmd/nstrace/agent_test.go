@@ -172,7 +172,7 @@ func onlyCaps(t *testing.T, caps ...probe.Capability) []string {
 func TestPrivilegedCapabilitiesOnly(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	m := fmt.Sprint(rand.IntN(1_000_000))
-	all := append(append([]probe.Capability{}, probe.Required...), probe.Recommended...)
+	all := append(probe.RequiredHere(), probe.Recommended...)
 
 	f := feedUnder(t, onlyCaps(t, all...), "-e", "exec", "--json")
 	mustRun(t, "/bin/true", "caps-"+m)
@@ -184,7 +184,7 @@ func TestPrivilegedCapabilitiesOnly(t *testing.T) {
 		t.Errorf("with every capability named: stderr %q", f.stderr.String())
 	}
 
-	g := feedUnder(t, onlyCaps(t, probe.Required...), "-e", "exec", "--json")
+	g := feedUnder(t, onlyCaps(t, probe.RequiredHere()...), "-e", "exec", "--json")
 	mustRun(t, "/bin/true", "required-"+m)
 	g.next(t, execArgs("/bin/true", "required-"+m))
 	want := "nstrace: without CAP_DAC_READ_SEARCH: no cgroup paths; without CAP_SYS_PTRACE: no setns owners; --container, --ns pid:PID and nstrace ns miss processes it may not ptrace\n"
@@ -192,7 +192,7 @@ func TestPrivilegedCapabilitiesOnly(t *testing.T) {
 		t.Errorf("with the required capabilities only: stderr %q, want %q", got, want)
 	}
 
-	for _, drop := range probe.Required {
+	for _, drop := range probe.RequiredHere() {
 		var keep []probe.Capability
 		for _, c := range all {
 			if c.Name != drop.Name {
@@ -215,10 +215,11 @@ func TestPrivilegedCapabilitiesOnly(t *testing.T) {
 	}
 }
 
-// nodeAgentCaps are the DaemonSet's capabilities (deploy/kubernetes).
+// nodeAgentCaps are the DaemonSet's capabilities (deploy/kubernetes),
+// with SYS_RESOURCE where the kernel needs it (as the manifest says).
 func nodeAgentCaps() []string {
 	var out []string
-	for _, c := range append(append([]probe.Capability{}, probe.Required...), probe.Recommended...) {
+	for _, c := range append(probe.RequiredHere(), probe.Recommended...) {
 		out = append(out, c.Name)
 	}
 	return out

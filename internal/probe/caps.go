@@ -30,9 +30,30 @@ var Recommended = []Capability{
 	{unix.CAP_SYS_PTRACE, "CAP_SYS_PTRACE", "read other processes' /proc/PID/ns", "no setns owners; --container, --ns pid:PID and nstrace ns miss processes it may not ptrace"},
 }
 
-// MissingCapabilities lists the required capabilities this process lacks
-// in its effective set.
-func MissingCapabilities() []string { return missing(Required, false) }
+// Memlock is required too where the kernel charges BPF memory to
+// RLIMIT_MEMLOCK (before 5.11, memcg accounting): nstrace raises the limit.
+var Memlock = Capability{unix.CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE", "raise the memlock limit, which kernels before 5.11 charge BPF memory to", ""}
+
+// NeedsMemlock reports whether this kernel charges BPF memory to
+// RLIMIT_MEMLOCK, so that Memlock is required.
+func NeedsMemlock() bool {
+	v, ok := parseRelease(kernelRelease())
+	return ok && (v[0] < 5 || v[0] == 5 && v[1] < 11)
+}
+
+// RequiredHere are the capabilities required on this kernel: Required,
+// and Memlock where NeedsMemlock.
+func RequiredHere() []Capability {
+	caps := append([]Capability{}, Required...)
+	if NeedsMemlock() {
+		caps = append(caps, Memlock)
+	}
+	return caps
+}
+
+// MissingCapabilities lists the capabilities required on this kernel
+// that this process lacks in its effective set.
+func MissingCapabilities() []string { return missing(RequiredHere(), false) }
 
 // MissingRecommended lists the recommended capabilities this process
 // lacks, each with what goes without it.

@@ -239,7 +239,11 @@ func checkKernel() error {
 	// Checked as root too: root in a container has only the
 	// capabilities it was given.
 	if missing := MissingCapabilities(); len(missing) > 0 {
-		return fmt.Errorf("permission denied: run nstrace as root, or with CAP_BPF and CAP_PERFMON (missing: %s)", joinNames(missing))
+		need := "CAP_BPF and CAP_PERFMON"
+		if NeedsMemlock() {
+			need = "CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
+		}
+		return fmt.Errorf("permission denied: run nstrace as root, or with %s (missing: %s)", need, joinNames(missing))
 	}
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, counted
 	// per user: with another nstrace running, even the ring buffer probe
