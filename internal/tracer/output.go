@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +27,9 @@ type sink struct {
 	watch int
 	// path, for -o FILE: reopened on SIGHUP for log rotation.
 	path string
+	// grace is how long a stopping nstrace waits on a reader that makes
+	// no progress (time.Duration; 0 while running).
+	grace atomic.Int64
 }
 
 // openSink opens the feed's destination: path, or stdout when path is "".
@@ -67,12 +71,26 @@ func openAppend(path string) (*os.File, error) {
 	return f, nil
 }
 
-func (s *sink) Write(p []byte) (int, error) { return s.w.Write(p) }
+func (s *sink) Write(p []byte) (int, error) {
+	done := 0
+	for {
+		n, err := s.w.Write(p[done:])
+		done += n
+		if n == 0 || s.file == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return done, err
+		}
+		// The reader still reads: a stop cuts short only a write that
+		// makes no progress for a whole grace, not one a slow reader
+		// is taking in, which would leave half a line.
+		s.cutShort(time.Duration(s.grace.Load()))
+	}
+}
 
-// cutShort makes writes that block past d fail with errInterrupted; safe
-// to call from another goroutine.
+// cutShort makes writes that make no progress for d fail with
+// errInterrupted; safe to call from another goroutine.
 func (s *sink) cutShort(d time.Duration) {
 	if s.file != nil {
+		s.grace.Store(int64(d))
 		_ = s.file.SetWriteDeadline(time.Now().Add(d))
 	}
 }
