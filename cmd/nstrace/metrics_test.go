@@ -40,10 +40,6 @@ func metricValue(t *testing.T, text, series string) float64 {
 // promtool's checks.
 func TestPrivilegedMetrics(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool is needed (apt-get install prometheus)")
-	}
 	const runs = 12
 	// A program whose name only this test uses: the feed counts it alone.
 	name := fmt.Sprintf("nstm%d", rand.IntN(1_000_000))
@@ -73,11 +69,7 @@ func TestPrivilegedMetrics(t *testing.T) {
 			t.Fatalf("metrics never showed %d execs: %v\n%s", runs, err, text)
 		}
 	}
-	check := exec.Command(promtool, "check", "metrics")
-	check.Stdin = strings.NewReader(text)
-	if b, err := check.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v: %s", err, b)
-	}
+	promtoolCheck(t, text)
 	for _, r := range []string{"ring_buffer_full", "pending_full", "clone_flags_full", "traced_set_full"} {
 		if v := metricValue(t, text, `nstrace_lost_events_total{reason="`+r+`"}`); v != 0 {
 			t.Errorf("lost %s: %v", r, v)
