@@ -75,9 +75,13 @@ func (r *Registry) Any() bool {
 	return len(r.index) > 0
 }
 
+// rootCgroupID is the cgroup v2 root's id (its kernfs inode): the host's
+// own processes are there, and no container is.
+const rootCgroupID = 1
+
 // Lookup returns the container of a process in cgroup cg, or nil.
 func (r *Registry) Lookup(cg Cgroup) *Info {
-	if cg.ID == 0 && cg.Name == "" {
+	if cg.ID == 0 && cg.Name == "" || cg.ID == rootCgroupID {
 		return nil
 	}
 	r.mu.Lock()

@@ -15,13 +15,11 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -137,8 +135,7 @@ type Probe struct {
 	maps  loadedMaps
 	vars  nstraceVariables
 	links []link.Link
-	rd    *ringbuf.Reader
-	rec   ringbuf.Record
+	ring  *ring
 	dec   Decoder
 	hooks Hooks
 	// hooksNote says why the syscall hooks are what they are.
@@ -396,7 +393,7 @@ func open(opts Options, hooks Hooks, note string) (_ *Probe, err error) {
 		}
 	}
 	p.dec.forget = p.forgetCgroups
-	p.rd, err = ringbuf.NewReader(p.maps.events)
+	p.ring, err = newRing(p.maps.events.FD(), int(p.maps.events.MaxEntries()))
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
 	}
@@ -684,13 +681,10 @@ func (p *Probe) Track(pid uint32) error {
 }
 
 // Pending reports how many bytes of records wait in the ring buffer.
-func (p *Probe) Pending() int { return p.rd.AvailableBytes() }
+func (p *Probe) Pending() int { return p.ring.available() }
 
 // BufferSize is the ring buffer's size in bytes.
-func (p *Probe) BufferSize() int { return p.rd.BufferSize() }
-
-// past is a deadline that has passed: a read with it never waits.
-var past = time.Unix(1, 0)
+func (p *Probe) BufferSize() int { return int(p.ring.size) }
 
 // Read waits for the next event and decodes it into e. It tells the
 // kernel side that the reader sleeps, so the first new record wakes it;
@@ -698,24 +692,19 @@ var past = time.Unix(1, 0)
 // them with Next.
 func (p *Probe) Read(e *event.Event) error {
 	for {
+		if err := p.Next(e); err != ErrEmpty {
+			return err
+		}
 		if err := p.vars.NstReaderWaiting.Set(uint32(1)); err != nil {
 			return fmt.Errorf("telling the kernel side the reader waits: %w", err)
 		}
 		// A full fence: the flag is out before the ring is looked at.
-		// A record queued before the flag was set woke nobody, so look
-		// first; one queued after finds the flag set and wakes the wait.
+		// A record queued before the flag was set woke nobody, and is
+		// found by the look; one queued after finds the flag set and
+		// wakes the wait.
 		atomic.AddUint64(&p.fence, 0)
-		if p.rd.AvailableBytes() == 0 {
-			p.rd.SetDeadline(time.Time{})
-			err := p.readOne(e)
-			if err != errNotEvent {
-				return err
-			}
-		}
-		// Records that were no events (a wake-up, a cgroup's names) may
-		// have been all there was: drain, then wait again, flag set.
-		if err := p.Next(e); err != ErrEmpty {
-			return err
+		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil {
+			return ringError(err)
 		}
 	}
 }
@@ -723,28 +712,32 @@ func (p *Probe) Read(e *event.Event) error {
 // Next decodes the next queued event into e without waiting: ErrEmpty if
 // there is none. The event's byte slices are valid until the next call.
 func (p *Probe) Next(e *event.Event) error {
-	p.rd.SetDeadline(past)
 	for {
-		if err := p.readOne(e); err != errNotEvent {
+		if p.ring.closed.Load() {
+			return ErrClosed
+		}
+		raw, err := p.ring.next()
+		if err != nil {
+			if err := p.ring.stopped(); err != nil {
+				return ringError(err)
+			}
+			return ErrEmpty
+		}
+		if err := p.dec.Decode(raw, e); err != errNotEvent {
 			return err
 		}
 	}
 }
 
-// readOne reads and decodes one record; errNotEvent if it was no event.
-func (p *Probe) readOne(e *event.Event) error {
-	if err := p.rd.ReadInto(&p.rec); err != nil {
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return ErrEmpty
-		case errors.Is(err, ringbuf.ErrClosed):
-			return ErrClosed
-		case errors.Is(err, ringbuf.ErrFlushed):
-			return ErrFlushed
-		}
-		return err
+// ringError turns the ring's own errors into the package's.
+func ringError(err error) error {
+	switch err {
+	case errRingClosed:
+		return ErrClosed
+	case errRingFlushed:
+		return ErrFlushed
 	}
-	return p.dec.Decode(p.rec.RawSample, e)
+	return err
 }
 
 // forgetCgroups tells the kernel side the decoder dropped these cgroups'
@@ -757,7 +750,10 @@ func (p *Probe) forgetCgroups(ids []uint64) {
 
 // Flush makes Read return every record queued now, then ErrFlushed; safe
 // to call from another goroutine.
-func (p *Probe) Flush() error { return p.rd.Flush() }
+func (p *Probe) Flush() error {
+	p.ring.interrupt(false)
+	return nil
+}
 
 // LostSince reports whether the kernel has failed to deliver anything
 // since the record Read last returned (or, with no record since, since the
@@ -787,10 +783,11 @@ func (p *Probe) Losses() (Losses, error) {
 // Interrupt makes a blocked Read return ErrClosed; safe to call from
 // another goroutine.
 func (p *Probe) Interrupt() error {
-	if p.rd == nil {
+	if p.ring == nil {
 		return nil
 	}
-	return p.rd.Close()
+	p.ring.interrupt(true)
+	return nil
 }
 
 // Close detaches and unloads everything.
@@ -800,8 +797,8 @@ func (p *Probe) Close() error {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil
-	if p.rd != nil {
-		errs = append(errs, p.rd.Close())
+	if p.ring != nil {
+		errs = append(errs, p.ring.close())
 	}
 	if p.coll != nil {
 		p.coll.Close()

@@ -9,7 +9,9 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +21,8 @@ import (
 // description of nstrace's own in non-blocking mode, so that a reader
 // that stops reading parks the loop in Go's poller, where a deadline can
 // cut the write short; the description the shell and COMMAND share is
-// left as it was. Anything else (a file, a socket) is written as given.
+// left as it was. Files and pipes are written with raw system calls (see
+// rawWriter); anything else (a socket) is written as given.
 type sink struct {
 	w    io.Writer
 	file *os.File // the pollable reopened description, or nil
@@ -39,7 +42,7 @@ func openSink(path string, stdout io.Writer) (*sink, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &sink{w: f, file: nil, watch: -1, path: path}, nil
+		return &sink{w: newRawWriter(f, false), watch: -1, path: path}, nil
 	}
 	s := &sink{w: stdout, watch: -1}
 	f, ok := stdout.(*os.File)
@@ -55,12 +58,84 @@ func openSink(path string, stdout io.Writer) (*sink, error) {
 		s.watch = int(f.Fd())
 		own, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 		if err == nil {
-			s.w, s.file = own, own
+			s.w, s.file = newRawWriter(own, true), own
 		}
+	case unix.S_IFREG:
+		s.w = newRawWriter(f, false)
 	case unix.S_IFSOCK:
 		s.watch = int(f.Fd())
 	}
 	return s, nil
+}
+
+// rawWriter writes a file with raw system calls, which the Go scheduler
+// does not see: an ordinary write wakes the runtime's monitor thread from
+// its sleep, and it then polls every 20µs for a millisecond or more, at
+// every batch nstrace writes. A regular file's write does not wait for a
+// reader, so it is made as it is; a non-blocking pipe's or terminal's
+// waits in the poller while the reader is slow, where a deadline reaches
+// it.
+type rawWriter struct {
+	f    *os.File
+	conn syscall.RawConn // set for a non-blocking description
+}
+
+func newRawWriter(f *os.File, nonBlocking bool) *rawWriter {
+	w := &rawWriter{f: f}
+	if nonBlocking {
+		if c, err := f.SyscallConn(); err == nil {
+			w.conn = c
+		}
+	}
+	return w
+}
+
+func (w *rawWriter) Write(p []byte) (int, error) {
+	if w.conn == nil {
+		n, err := rawWrite(int(w.f.Fd()), p)
+		return n, w.wrap(err)
+	}
+	var n int
+	var werr error
+	err := w.conn.Write(func(fd uintptr) bool {
+		k, err := rawWrite(int(fd), p[n:])
+		n += k
+		if err == unix.EAGAIN {
+			return false
+		}
+		werr = err
+		return true
+	})
+	if err == nil {
+		err = w.wrap(werr)
+	}
+	return n, err
+}
+
+// wrap names the file in an error, as os.File's writes do.
+func (w *rawWriter) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &os.PathError{Op: "write", Path: w.f.Name(), Err: err}
+}
+
+// rawWrite writes all of p to fd, or up to an error (EAGAIN included).
+func rawWrite(fd int, p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done))
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno != 0:
+			return done, errno
+		case n == 0:
+			return done, io.ErrShortWrite
+		}
+		done += int(n)
+	}
+	return done, nil
 }
 
 func openAppend(path string) (*os.File, error) {
@@ -104,16 +179,16 @@ func (s *sink) reopen() error {
 	if err != nil {
 		return fmt.Errorf("reopening the output: %w", err)
 	}
-	if old, ok := s.w.(*os.File); ok {
-		old.Close()
+	if old, ok := s.w.(*rawWriter); ok {
+		old.f.Close()
 	}
-	s.w = f
+	s.w = newRawWriter(f, false)
 	return nil
 }
 
 func (s *sink) Close() error {
-	if f, ok := s.w.(*os.File); ok && (s.file != nil || s.path != "") {
-		return f.Close()
+	if w, ok := s.w.(*rawWriter); ok && (s.file != nil || s.path != "") {
+		return w.f.Close()
 	}
 	return nil
 }
