@@ -63,8 +63,24 @@ __u64 nst_lost_seq;
  */
 __u32 nst_reader_waiting;
 
+/*
+ * Entries the programs put in clone_flags, clone_unnoted and pending and
+ * did not take out yet (never fewer than there are): while it is 0, a
+ * fork and a watched system call's return look in none of those tables.
+ * An entry the LRU table drops leaves it higher than need be, which costs
+ * only those looks.
+ */
+__u64 nst_inflight;
+
 /* The host's namespaces, filled by nst_host_ns. */
 struct host_ns nst_host;
+
+/*
+ * The same, given back by the loader, which runs nst_host_ns first (in a
+ * collection of its own): a task in the host's namespaces costs no look
+ * at them. Zero (never a live object's address) when it is not known.
+ */
+const volatile struct host_ns nst_known;
 
 /*
  * Keep the record and its enums in BTF so that bpf2go writes their Go
@@ -307,6 +323,25 @@ static __always_inline struct event *scratch_event(void)
 	return e;
 }
 
+/* Add an entry to a table of calls in flight, counted in nst_inflight. */
+static __always_inline long inflight_add(void *map, const void *key, const void *value)
+{
+	long err;
+
+	__sync_fetch_and_add(&nst_inflight, 1);
+	err = bpf_map_update_elem(map, key, value, BPF_ANY);
+	if (err)
+		__sync_fetch_and_add(&nst_inflight, -1);
+	return err;
+}
+
+/* Take an entry out of a table of calls in flight. */
+static __always_inline void inflight_del(void *map, const void *key)
+{
+	if (!bpf_map_delete_elem(map, key))
+		__sync_fetch_and_add(&nst_inflight, -1);
+}
+
 /* Note a cgroup as sent, in this CPU's recent ones (oldest out). */
 static __always_inline void cgroup_remember(__u64 id)
 {
@@ -460,7 +495,7 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 		if (nst_follow && bpf_map_update_elem(&traced, &ctgid, &one, BPF_ANY))
 			emit_untracked(parent, ctgid);
 	}
-	if (nst_want_clone) {
+	if (nst_want_clone && nst_inflight) {
 		/* parent is the forking thread: the one that noted its flags. */
 		tid = parent->pid;
 		f = bpf_map_lookup_elem(&clone_flags, &tid);
@@ -474,9 +509,11 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	/*
 	 * A child shares its parent's namespaces unless the clone made new
 	 * ones: the same nsproxy and user namespace, both alive now, are the
-	 * same namespaces. Only its own pid (and pid namespace) differ.
+	 * same namespaces. Only its own pid (and pid namespace) differ. (In
+	 * the host's, read_ns looks at neither.)
 	 */
-	if (child->nsproxy == parent->nsproxy && child->real_cred->user_ns == parent->real_cred->user_ns) {
+	if (child->nsproxy == parent->nsproxy && (__u64)child->nsproxy != nst_known.nsproxy &&
+	    child->real_cred->user_ns == parent->real_cred->user_ns) {
 		__builtin_memcpy(cns, ns, sizeof(cns));
 		cnspid = own_pid_btf(child, &cns[NST_NS_PID]);
 	} else {
@@ -557,8 +594,8 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	long n;
 
 	/* A watched execve succeeded: no failure to report. */
-	if (nst_want_failed)
-		bpf_map_delete_elem(&pending, &old);
+	if (nst_want_failed && nst_inflight)
+		inflight_del(&pending, &old);
 	if (!nst_want_exec || !pid_traced(p->tgid) || !cgroup_pass(p))
 		return 0;
 	b = exec_heap_get();
@@ -715,6 +752,8 @@ int BPF_PROG(nst_exit_claim, struct task_struct *p)
  */
 const volatile __u8 nst_sysclass[NST_SYSCALLS_MAX];
 const volatile __u8 nst_sysclass32[NST_SYSCALLS_MAX];
+/* The numbers with a class in either table, a bit each: one cache line. */
+const volatile __u64 nst_syswatch[NST_SYSCALLS_MAX / 64];
 
 /* Is the current system call a 32-bit one (ia32 on x86_64, AArch32)? */
 static __always_inline bool syscall_compat(void)
@@ -754,14 +793,14 @@ static __always_inline long syscall_nr(struct pt_regs *regs)
 }
 
 /*
- * One of the calls nstrace watches, in either ABI? The cheap first test:
- * two loads from the loader's tables, indexed by the call's number.
+ * One of the calls nstrace watches, in either ABI? The cheap first test,
+ * which every system call on the host pays: a bit of nst_syswatch.
  */
 static __always_inline bool syscall_watched(long id)
 {
 	if ((unsigned long)id >= NST_SYSCALLS_MAX)
 		return false;
-	return nst_sysclass[id] || nst_sysclass32[id];
+	return (nst_syswatch[id / 64] >> (id % 64)) & 1;
 }
 
 /* What the call is, by its own ABI's table. */
@@ -808,7 +847,7 @@ static __always_inline void pending_start(__u32 kind, __u64 flags_raw, int fd, _
 		read_creds(e);
 	else
 		read_ns_any(current_task(), e->ns_other);
-	if (bpf_map_update_elem(&pending, &tid, e, BPF_ANY))
+	if (inflight_add(&pending, &tid, e))
 		count_lost(NST_LOST_PENDING);
 }
 
@@ -836,12 +875,14 @@ static __always_inline void failed_exec(struct event *p, long ret)
 
 static __always_inline void pending_finish(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct event *p = bpf_map_lookup_elem(&pending, &tid);
 	struct event_anc *a;
-	struct event *e;
-	__u32 zero = 0;
+	struct event *e, *p;
+	__u32 zero = 0, tid;
 
+	if (!nst_inflight)
+		return;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p)
 		return;
 	if (restarting(ret) || !cgroup_pass(current_task()))
@@ -867,7 +908,7 @@ static __always_inline void pending_finish(long ret)
 	if (ns_wanted(e))
 		emit(e, event_size());
 done:
-	bpf_map_delete_elem(&pending, &tid);
+	inflight_del(&pending, &tid);
 }
 
 static __always_inline struct file *task_file(struct task_struct *t, int fd)
@@ -966,23 +1007,27 @@ static __always_inline void clone_enter(__u64 flags)
 
 	if (!nst_want_clone || !(flags & NST_CLONE_NEW_MASK) || (flags & CLONE_THREAD) || !pid_traced(id >> 32))
 		return;
-	if (bpf_map_update_elem(&clone_flags, &tid, &flags, BPF_ANY)) {
+	if (inflight_add(&clone_flags, &tid, &flags)) {
 		__u8 one = 1;
 
-		bpf_map_update_elem(&clone_unnoted, &tid, &one, BPF_ANY);
+		inflight_add(&clone_unnoted, &tid, &one);
 	}
 }
 
 static __always_inline void clone_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *flags = bpf_map_lookup_elem(&clone_flags, &tid);
 	struct event *e;
+	__u64 *flags;
+	__u32 tid;
 
+	if (!nst_inflight)
+		return;
+	tid = (__u32)bpf_get_current_pid_tgid();
+	flags = bpf_map_lookup_elem(&clone_flags, &tid);
 	if (!flags) {
 		/* Its birth was reported as a fork, or its failure not at all. */
 		if (bpf_map_lookup_elem(&clone_unnoted, &tid)) {
-			bpf_map_delete_elem(&clone_unnoted, &tid);
+			inflight_del(&clone_unnoted, &tid);
 			if (!restarting(ret))
 				count_lost(NST_LOST_CLONE_FLAGS);
 		}
@@ -999,7 +1044,7 @@ static __always_inline void clone_exit(long ret)
 		if (ns_wanted(e))
 			emit(e, event_size());
 	}
-	bpf_map_delete_elem(&clone_flags, &tid);
+	inflight_del(&clone_flags, &tid);
 }
 
 /*
@@ -1013,15 +1058,18 @@ static __always_inline void clone_exit(long ret)
 #define PTRACE_DETACH 17
 #define PTRACE_SEIZE 0x4206
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
+/*
+ * A watched call's entry. Kept out of line (as is its return's), so that
+ * the programs every system call runs are a few instructions long and
+ * their end is next to their start: one line of code to fetch, not two
+ * far apart.
+ */
+static __noinline int sys_enter_watched(struct pt_regs *regs, long id)
 {
 	__u64 flags = 0, req;
 	__u32 f = 0;
 	bool compat;
 
-	if (!syscall_watched(id))
-		return 0;
 	/*
 	 * A 32-bit task's numbers belong to another table: its pselect6 is
 	 * the 64-bit setns's number.
@@ -1072,18 +1120,31 @@ int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(nst_sys_exit, struct pt_regs *regs, long ret)
+SEC("tp_btf/sys_enter")
+int BPF_PROG(nst_sys_enter, struct pt_regs *regs, long id)
+{
+	if (!syscall_watched(id))
+		return 0;
+	return sys_enter_watched(regs, id);
+}
+
+static __noinline int sys_exit_watched(long ret)
 {
 	/*
 	 * A thread is in one system call at a time: an entry under its id,
 	 * made at sys_enter, belongs to the call now returning.
 	 */
-	if (!syscall_watched(syscall_nr(regs)))
-		return 0;
 	clone_exit(ret);
 	pending_finish(ret);
 	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(nst_sys_exit, struct pt_regs *regs, long ret)
+{
+	if (!syscall_watched(syscall_nr(regs)))
+		return 0;
+	return sys_exit_watched(ret);
 }
 
 /*
@@ -1159,6 +1220,10 @@ int nst_host_ns(void *ctx)
 	for (int i = 0; i < 128 && t; i++) {
 		if (BPF_CORE_READ(t, pid) == 0) {
 			read_ns_any(t, nst_host.ns);
+			nst_host.nsproxy = (__u64)BPF_CORE_READ(t, nsproxy);
+			nst_host.user_ns = (__u64)BPF_CORE_READ(t, real_cred, user_ns);
+			nst_host.css_set = (__u64)BPF_CORE_READ(t, cgroups);
+			nst_host.cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
 			nst_host.found = 1;
 			return 0;
 		}

@@ -176,11 +176,21 @@ struct wake_event {
 	__u32 _pad;
 };
 
-/* The host's namespaces: those of the kernel's first task. */
+/*
+ * The host's namespaces: those of the kernel's first task; and the
+ * objects that hold them, which live as long as the kernel (the initial
+ * nsproxy, user namespace and css_set): a task that points at one of
+ * them is in the host's namespaces (or root cgroup) without a look at
+ * them.
+ */
 struct host_ns {
 	__u32 ns[NST_NS_COUNT];
 	__u32 found; /* the walk reached the first task */
 	__u32 _pad;
+	__u64 nsproxy;   /* address of the initial struct nsproxy */
+	__u64 user_ns;   /* ... struct user_namespace */
+	__u64 css_set;   /* ... struct css_set */
+	__u64 cgroup_id; /* its cgroup v2 id (the root's) */
 };
 
 #endif /* __NSTRACE_H */

@@ -23,11 +23,33 @@ static __always_inline __u32 NST_FN(own_pid)(struct task_struct *t, __u32 *ns_in
 	return up.nr;
 }
 
-/* The namespace inodes of t, in enum nst_ns order. */
+/*
+ * The namespace inodes of t, in enum nst_ns order; returns the pid of t's
+ * thread group in its own pid namespace.
+ */
 static __always_inline __u32 NST_FN(read_ns)(struct task_struct *t, __u32 *ns)
 {
 	struct nsproxy *np = NST_R(t, nsproxy);
+	const struct cred *cred = NST_R(t, real_cred);
+	struct user_namespace *user_ns = NST_R(cred, user_ns);
 
+	if (user_ns && (__u64)user_ns == nst_known.user_ns)
+		ns[NST_NS_USER] = nst_known.ns[NST_NS_USER];
+	else
+		/* /proc/PID/ns/user follows the objective credentials. */
+		ns[NST_NS_USER] = NST_R(user_ns, ns.inum);
+	/*
+	 * The initial nsproxy holds the host's namespaces for as long as the
+	 * kernel runs. Its pid namespace for children is the initial one, so
+	 * t is in it too (a task's pid namespace for children is its own or
+	 * one below): t's own pid is its host pid.
+	 */
+	if (np && (__u64)np == nst_known.nsproxy) {
+		for (int i = 0; i < NST_NS_COUNT; i++)
+			if (i != NST_NS_USER)
+				ns[i] = nst_known.ns[i];
+		return NST_R(t, tgid);
+	}
 	/* nsproxy is NULL only once an exiting task has left its namespaces. */
 	if (np) {
 		ns[NST_NS_CGROUP] = NST_R(np, cgroup_ns, ns.inum);
@@ -42,8 +64,6 @@ static __always_inline __u32 NST_FN(read_ns)(struct task_struct *t, __u32 *ns)
 			ns[NST_NS_TIME_FOR_CHILDREN] = NST_R(np, time_ns_for_children, ns.inum);
 		}
 	}
-	/* /proc/PID/ns/user follows the objective credentials. */
-	ns[NST_NS_USER] = NST_R(t, real_cred, user_ns, ns.inum);
 	return NST_FN(own_pid)(t, &ns[NST_NS_PID]);
 }
 
@@ -53,15 +73,24 @@ static __always_inline __u32 NST_FN(read_ns)(struct task_struct *t, __u32 *ns)
  */
 static __always_inline __u64 NST_FN(note_cgroup)(struct task_struct *t)
 {
-	struct kernfs_node *kn = NST_R(t, cgroups, dfl_cgrp, kn);
-	struct kernfs_node___parent *old = (void *)kn;
-	struct kernfs_node *parent;
+	struct css_set *cs = NST_R(t, cgroups);
+	struct kernfs_node___parent *old;
+	struct kernfs_node *kn, *parent;
 	struct cgroup_event *c;
-	__u64 id = NST_R(kn, id);
 	__u8 one = 1;
+	__u64 id;
 
+	/* The initial css_set is the root cgroup's, for good. */
+	if (cs && (__u64)cs == nst_known.css_set) {
+		id = nst_known.cgroup_id;
+		if (cgroup_recent(id))
+			return id;
+	}
+	kn = NST_R(cs, dfl_cgrp, kn);
+	id = NST_R(kn, id);
 	if (cgroup_recent(id))
 		return id;
+	old = (void *)kn;
 	c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
 	if (!c) {
 		count_lost(NST_LOST_RINGBUF);

@@ -91,10 +91,14 @@ type nstraceExitKey struct {
 }
 
 type nstraceHostNs struct {
-	_     structs.HostLayout
-	Ns    [10]uint32
-	Found uint32
-	Pad   uint32
+	_        structs.HostLayout
+	Ns       [10]uint32
+	Found    uint32
+	Pad      uint32
+	Nsproxy  uint64
+	UserNs   uint64
+	CssSet   uint64
+	CgroupId uint64
 }
 
 type nstraceNstFlag uint32
@@ -259,12 +263,15 @@ type nstraceVariableSpecs struct {
 	NstFilterPids     *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
 	NstFollow         *ebpf.VariableSpec `ebpf:"nst_follow"`
 	NstHost           *ebpf.VariableSpec `ebpf:"nst_host"`
+	NstInflight       *ebpf.VariableSpec `ebpf:"nst_inflight"`
+	NstKnown          *ebpf.VariableSpec `ebpf:"nst_known"`
 	NstLost           *ebpf.VariableSpec `ebpf:"nst_lost"`
 	NstLostSeq        *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
 	NstReaderWaiting  *ebpf.VariableSpec `ebpf:"nst_reader_waiting"`
 	NstRecentCgroups  *ebpf.VariableSpec `ebpf:"nst_recent_cgroups"`
 	NstSysclass       *ebpf.VariableSpec `ebpf:"nst_sysclass"`
 	NstSysclass32     *ebpf.VariableSpec `ebpf:"nst_sysclass32"`
+	NstSyswatch       *ebpf.VariableSpec `ebpf:"nst_syswatch"`
 	NstWantClone      *ebpf.VariableSpec `ebpf:"nst_want_clone"`
 	NstWantComm       *ebpf.VariableSpec `ebpf:"nst_want_comm"`
 	NstWantExec       *ebpf.VariableSpec `ebpf:"nst_want_exec"`
@@ -346,12 +353,15 @@ type nstraceVariables struct {
 	NstFilterPids     *ebpf.Variable `ebpf:"nst_filter_pids"`
 	NstFollow         *ebpf.Variable `ebpf:"nst_follow"`
 	NstHost           *ebpf.Variable `ebpf:"nst_host"`
+	NstInflight       *ebpf.Variable `ebpf:"nst_inflight"`
+	NstKnown          *ebpf.Variable `ebpf:"nst_known"`
 	NstLost           *ebpf.Variable `ebpf:"nst_lost"`
 	NstLostSeq        *ebpf.Variable `ebpf:"nst_lost_seq"`
 	NstReaderWaiting  *ebpf.Variable `ebpf:"nst_reader_waiting"`
 	NstRecentCgroups  *ebpf.Variable `ebpf:"nst_recent_cgroups"`
 	NstSysclass       *ebpf.Variable `ebpf:"nst_sysclass"`
 	NstSysclass32     *ebpf.Variable `ebpf:"nst_sysclass32"`
+	NstSyswatch       *ebpf.Variable `ebpf:"nst_syswatch"`
 	NstWantClone      *ebpf.Variable `ebpf:"nst_want_clone"`
 	NstWantComm       *ebpf.Variable `ebpf:"nst_want_comm"`
 	NstWantExec       *ebpf.Variable `ebpf:"nst_want_exec"`

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -519,49 +520,77 @@ func exitTracepointHasGroupDead() bool {
 }
 
 // runHostNS runs the host namespace program once and reads its answer.
-func runHostNS(coll *ebpf.Collection) (ns.Set, bool) {
-	var set ns.Set
+func runHostNS(coll *ebpf.Collection) (nstraceHostNs, bool) {
+	var h nstraceHostNs
 	var vars nstraceVariables
 	prog := coll.Programs["nst_host_ns"]
 	if prog == nil || coll.Assign(&vars) != nil {
-		return set, false
+		return h, false
 	}
 	if _, err := prog.Run(&ebpf.RunOptions{Context: []uint64{0}}); err != nil {
-		return set, false
+		return h, false
 	}
-	var h nstraceHostNs
 	if err := vars.NstHost.Get(&h); err != nil || h.Found == 0 {
-		return set, false
+		return nstraceHostNs{}, false
 	}
-	for i, v := range h.Ns {
-		set[i] = uint64(v)
-	}
-	return set, true
+	return h, true
 }
 
-// HostNamespaces loads only what it takes to read the host's namespaces
-// from the kernel (those of its first task), wherever nstrace runs.
-func HostNamespaces() (ns.Set, error) {
+// host is what the kernel said of the host's namespaces, asked once.
+var host struct {
+	sync.Mutex
+	known nstraceHostNs
+	asked bool
+	err   error
+}
+
+// hostKnown loads only what it takes to read the host's namespaces from
+// the kernel (those of its first task), and the objects that hold them.
+func hostKnown() (nstraceHostNs, error) {
+	host.Lock()
+	defer host.Unlock()
+	if !host.asked {
+		host.known, host.err = readHost()
+		host.asked = true
+	}
+	return host.known, host.err
+}
+
+func readHost() (nstraceHostNs, error) {
 	if err := checkKernel(); err != nil {
-		return ns.Set{}, err
+		return nstraceHostNs{}, err
 	}
 	spec, err := loadNstrace()
 	if err != nil {
-		return ns.Set{}, err
+		return nstraceHostNs{}, err
 	}
 	var specs nstraceProgramSpecs
 	if err := spec.Assign(&specs); err != nil {
-		return ns.Set{}, err
+		return nstraceHostNs{}, err
 	}
 	keepOnly(spec, []*ebpf.ProgramSpec{specs.NstHostNs})
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
 	if err != nil {
-		return ns.Set{}, loadError(err, false)
+		return nstraceHostNs{}, loadError(err, false)
 	}
 	defer coll.Close()
-	set, ok := runHostNS(coll)
+	h, ok := runHostNS(coll)
 	if !ok {
-		return set, errors.New("the kernel did not say which namespaces are the host's")
+		return h, errors.New("the kernel did not say which namespaces are the host's")
+	}
+	return h, nil
+}
+
+// HostNamespaces reads the host's namespaces from the kernel (those of its
+// first task), wherever nstrace runs.
+func HostNamespaces() (ns.Set, error) {
+	var set ns.Set
+	h, err := hostKnown()
+	if err != nil {
+		return set, err
+	}
+	for i, v := range h.Ns {
+		set[i] = uint64(v)
 	}
 	return set, nil
 }
@@ -603,6 +632,12 @@ func configure(s *nstraceSpecs, opts Options, fentry bool) error {
 		{v.NstFilterCgroup, b2u(len(f.Cgroups) > 0)},
 	}); err != nil {
 		return err
+	}
+	// Without the host's objects, every task's namespaces are read.
+	if known, err := hostKnown(); err == nil {
+		if err := v.NstKnown.Set(known); err != nil {
+			return fmt.Errorf("setting the host's namespaces: %w", err)
+		}
 	}
 	return setSyscallClasses(v, opts, fentry)
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -146,6 +147,63 @@ func TestPrivilegedExecForkExitInNewNamespaces(t *testing.T) {
 		t.Errorf("exit signal=%d code=%d duration=%v nspid=%d", ee[0].Signal, ee[0].ExitCode, ee[0].Duration, ee[0].NSPID)
 	}
 	assertNS(t, "exit", ee[0].NS, want)
+}
+
+// A process in the host's namespaces takes the programs' shortcut (its
+// task points at the initial nsproxy): what it reports must be what
+// /proc says, for the exec, the fork of a child and both exits.
+func TestPrivilegedHostNamespacesShortcut(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.AllKinds())
+	m := marker()
+	cmd := start(t, exec.Command("sh", "-c", "sleep "+m+" & wait", m))
+	shPID := uint32(cmd.Process.Pid)
+	ex := c.Wait(t, 1, wait, isExec("sleep", m))[0]
+	sleepPID := ex.PID
+	want := procNS(t, sleepPID)
+	assertNS(t, "exec", ex.NS, want)
+	assertNS(t, "the test's own", want, procNS(t, uint32(os.Getpid())))
+	if ex.NSPID != sleepPID {
+		t.Errorf("exec nspid %d, want the host pid %d", ex.NSPID, sleepPID)
+	}
+	fk := c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Fork && e.ChildPID == sleepPID })[0]
+	assertNS(t, "fork", fk.NS, procNS(t, shPID))
+	assertNS(t, "fork child", fk.ChildNS, want)
+	if fk.PID != shPID || fk.NSPID != shPID || fk.ChildNSPID != sleepPID || len(fk.NewNS().Types()) != 0 {
+		t.Errorf("fork pid/nspid %d/%d child nspid %d new %v, want %d/%d, %d, none", fk.PID, fk.NSPID, fk.ChildNSPID, fk.NewNS().Types(), shPID, shPID, sleepPID)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", sleepPID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(int(sleepPID), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []uint32{sleepPID, shPID} {
+		ee := c.Wait(t, 1, wait, kindPID(event.Exit, pid))[0]
+		assertNS(t, "exit", ee.NS, want)
+		if ee.NSPID != pid || ee.CgroupID != ex.CgroupID {
+			t.Errorf("exit of %d: nspid %d cgroup id %d, want %d and the exec's %d", pid, ee.NSPID, ee.CgroupID, pid, ex.CgroupID)
+		}
+	}
+	// The cgroup id is the inode of the process's cgroup v2 directory.
+	mount, ok := procfs.Cgroup2Mount(procfs.Root + "/self/mountinfo")
+	if !ok {
+		t.Fatal("no cgroup v2 mount")
+	}
+	for _, line := range strings.Split(string(cg), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(mount, path), &st); err != nil {
+				t.Fatal(err)
+			}
+			if ex.CgroupID != st.Ino {
+				t.Errorf("exec cgroup id %d, %s has inode %d", ex.CgroupID, path, st.Ino)
+			}
+			return
+		}
+	}
+	t.Errorf("no cgroup v2 line in /proc/%d/cgroup: %q", sleepPID, cg)
 }
 
 func TestPrivilegedExitCodeAndForkPairs(t *testing.T) {

@@ -97,14 +97,29 @@ func (n *sysNumbers) classes(opts Options, fentry bool) (t sysTable) {
 	return t
 }
 
+// watched is the programs' first test, a bit for each number that has a
+// class in either table.
+func watched(tables ...sysTable) (w [len(sysTable{}) / 64]uint64) {
+	for _, t := range tables {
+		for nr, c := range t {
+			if c != 0 {
+				w[nr/64] |= 1 << (nr % 64)
+			}
+		}
+	}
+	return w
+}
+
 // setSyscallClasses gives the programs both ABIs' tables.
 func setSyscallClasses(v *nstraceVariableSpecs, opts Options, fentry bool) error {
 	var c32 sysTable
 	if compat.clone != 0 {
 		c32 = compat.classes(opts, fentry)
 	}
+	c64 := native.classes(opts, fentry)
 	return setAll([]varSetting{
-		{v.NstSysclass, native.classes(opts, fentry)},
+		{v.NstSysclass, c64},
 		{v.NstSysclass32, c32},
+		{v.NstSyswatch, watched(c64, c32)},
 	})
 }
