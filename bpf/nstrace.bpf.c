@@ -583,6 +583,59 @@ static __always_inline long exec_filename(struct exec_buf *b, const char *name, 
 	return n;
 }
 
+/*
+ * Most execs have a short file name and few arguments: their record is
+ * built in place in the ring buffer, with room for both (each under half
+ * of it, which is what the verifier can check), not on the exec heap and
+ * then copied. Returns false, having queued nothing, for one that does
+ * not fit.
+ */
+#define NST_EXEC_SMALL 256
+
+struct exec_small {
+	struct event ev;
+	char data[NST_EXEC_SMALL];
+};
+
+static __always_inline bool exec_in_place(struct task_struct *p, const char *filename, unsigned long start,
+					  unsigned long len)
+{
+	struct exec_small *x;
+	struct event *e;
+	long n;
+
+	if (nst_ancestors || len > NST_EXEC_SMALL / 2)
+		return false;
+	x = bpf_ringbuf_reserve(&events, sizeof(*x), 0);
+	if (!x) {
+		count_lost(NST_LOST_RINGBUF);
+		return true;
+	}
+	e = &x->ev;
+	n = bpf_probe_read_kernel_str(x->data, NST_EXEC_SMALL / 2, filename);
+	if (n <= 0 || n >= NST_EXEC_SMALL / 2) {
+		bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
+		return false;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	n = (n - 1) & (NST_EXEC_SMALL / 2 - 1); /* without the NUL */
+	len &= NST_EXEC_SMALL / 2 - 1 | NST_EXEC_SMALL / 2;
+	if (len && bpf_probe_read_user(x->data + n, len, (void *)start)) {
+		e->flags |= NST_F_ARGS_UNREADABLE;
+		len = 0;
+	}
+	fill_task_btf(e, p);
+	e->kind = NST_EV_EXEC;
+	e->filename_len = n;
+	e->args_len = len;
+	if (!ns_wanted(e)) {
+		bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
+		return true;
+	}
+	submit(e);
+	return true;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -598,6 +651,16 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 		inflight_del(&pending, &old);
 	if (!nst_want_exec || !pid_traced(p->tgid) || !cgroup_pass(p))
 		return 0;
+	/*
+	 * The new image's argv, straight from its stack: at this point the
+	 * exec has succeeded and the pages were just written by the kernel.
+	 */
+	mm = p->mm;
+	start = mm->arg_start;
+	end = mm->arg_end;
+	len = end > start ? end - start : 0;
+	if (exec_in_place(p, bprm->filename, start, len))
+		return 0;
 	b = exec_heap_get();
 	if (!b)
 		return 0;
@@ -609,15 +672,6 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	if (nst_ancestors)
 		fill_ancestors_btf(e, p);
 	n = exec_filename(b, bprm->filename, false);
-
-	/*
-	 * The new image's argv, straight from its stack: at this point the
-	 * exec has succeeded and the pages were just written by the kernel.
-	 */
-	mm = p->mm;
-	start = mm->arg_start;
-	end = mm->arg_end;
-	len = end > start ? end - start : 0;
 	if (len > NST_ARGS_MAX) {
 		len = NST_ARGS_MAX;
 		e->flags |= NST_F_ARGS_TRUNCATED;

@@ -276,6 +276,51 @@ func TestPrivilegedFailedExecIsNotReported(t *testing.T) {
 	}
 }
 
+// An exec whose file name and arguments each take under 128 bytes is
+// built in place in the ring buffer, any other on the exec heap: both
+// sides of each bound come out whole.
+func TestPrivilegedExecRecordBounds(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+	dir := t.TempDir()
+	for _, nameLen := range []int{126, 127, 128, 200} {
+		// The file name the kernel has is the path as given.
+		name := filepath.Join(dir, "t")
+		name += strings.Repeat("x", nameLen-len(name))
+		if err := os.Symlink("/bin/true", name); err != nil {
+			t.Fatal(err)
+		}
+		for _, argsLen := range []int{127, 128, 129, 300} {
+			// argv: "t", the marker, and padding to argsLen bytes with
+			// their NULs.
+			m := marker()
+			args := []string{"t", m, strings.Repeat("a", argsLen-2-(len(m)+1)-1)}
+			cmd := exec.Command(name)
+			cmd.Args = args
+			if err := cmd.Run(); err != nil {
+				t.Fatal(err)
+			}
+			ex := c.Wait(t, 1, wait, func(e *event.Event) bool {
+				return e.Kind == event.Exec && len(e.Args) > 1 && string(e.Args[1]) == m
+			})[0]
+			if string(ex.Filename) != name || ex.FilenameTruncated || ex.ArgsTruncated {
+				t.Errorf("name %d bytes, args %d: filename %q (truncated %v), args truncated %v", nameLen, argsLen, ex.Filename, ex.FilenameTruncated, ex.ArgsTruncated)
+			}
+			if !slices.Equal(argStrings(ex.Args), args) {
+				t.Errorf("name %d bytes, args %d: args %q", nameLen, argsLen, ex.Args)
+			}
+		}
+	}
+}
+
+func argStrings(args [][]byte) []string {
+	var s []string
+	for _, a := range args {
+		s = append(s, string(a))
+	}
+	return s
+}
+
 func TestPrivilegedLongArgs(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
