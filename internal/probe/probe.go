@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -743,6 +744,10 @@ func (p *Probe) Read(e *event.Event) error {
 		}
 	}
 }
+
+// Rest sleeps for d while records gather, without a timer of the Go
+// runtime's (see restTimer).
+func (p *Probe) Rest(d time.Duration) error { return p.ring.rest.sleep(d) }
 
 // Next decodes the next queued event into e without waiting: ErrEmpty if
 // there is none. The event's byte slices are valid until the next call.

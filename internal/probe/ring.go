@@ -31,6 +31,7 @@ type ring struct {
 	held         uint64   // bytes read and not yet given back
 	file         *os.File // the map fd, in the poller
 	conn         syscall.RawConn
+	rest         *restTimer
 
 	flush, closed atomic.Bool
 }
@@ -84,7 +85,57 @@ func newRing(fd int, size int) (*ring, error) {
 		r.close()
 		return nil, fmt.Errorf("ring buffer fd: %w", err)
 	}
+	if r.rest, err = newRestTimer(); err != nil {
+		r.close()
+		return nil, err
+	}
 	return r, nil
+}
+
+// restTimer sleeps in Go's poller on a timerfd, not on a Go timer: while
+// the runtime has no timer, its monitor thread sleeps for good once the
+// reader does, instead of waking with every rest.
+type restTimer struct {
+	file *os.File
+	conn syscall.RawConn
+}
+
+func newRestTimer() (*restTimer, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating a timer: %w", err)
+	}
+	t := &restTimer{file: os.NewFile(uintptr(fd), "rest")}
+	if t.conn, err = t.file.SyscallConn(); err != nil {
+		t.file.Close()
+		return nil, fmt.Errorf("timer fd: %w", err)
+	}
+	return t, nil
+}
+
+// sleep returns after d. Its system calls are raw: the scheduler, which
+// wakes its monitor at every system call it is told of, never hears of
+// them.
+func (t *restTimer) sleep(d time.Duration) error {
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(d.Nanoseconds())}
+	var expirations uint64
+	var serr error
+	err := t.conn.Control(func(fd uintptr) {
+		_, _, errno := syscall.RawSyscall6(unix.SYS_TIMERFD_SETTIME, fd, 0, uintptr(unsafe.Pointer(&spec)), 0, 0, 0)
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("arming the timer: %w", err)
+	}
+	return t.conn.Read(func(fd uintptr) bool {
+		_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&expirations)), 8)
+		return errno != unix.EAGAIN
+	})
 }
 
 // next returns the next committed record, or errRingEmpty. The record is
@@ -187,6 +238,10 @@ func (r *ring) interrupt(closing bool) {
 // close unmaps the ring and closes its fd.
 func (r *ring) close() error {
 	var errs []error
+	if r.rest != nil {
+		errs = append(errs, r.rest.file.Close())
+		r.rest = nil
+	}
 	if r.file != nil {
 		errs = append(errs, r.file.Close())
 		r.file = nil

@@ -255,7 +255,9 @@ func (s *Session) Run(signals <-chan os.Signal) (int, error) {
 				// Let records gather before looking again: the reader is
 				// not woken while it rests, and a wake-up costs the
 				// traced process an interrupt.
-				time.Sleep(batchRest)
+				if err := s.probe.Rest(batchRest); err != nil {
+					return 0, fmt.Errorf("resting between batches: %w", err)
+				}
 				err = s.probe.Next(&e)
 			}
 		}
