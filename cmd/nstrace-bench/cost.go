@@ -200,16 +200,29 @@ func costs(tracers []*tracer, dir, prog string) {
 	} else {
 		defer undo()
 	}
-	kernelTable(tracers, dir)
-	cpuTable(tracers, dir, prog)
-	syscallTable(tracers, dir)
-	idleTable(tracers, dir)
-	ddTable(tracers, dir)
+	for _, table := range []func(){
+		func() { kernelTable(tracers, dir) },
+		func() { cpuTable(tracers, dir, prog) },
+		func() { syscallTable(tracers, dir) },
+		func() { idleTable(tracers, dir) },
+		func() { ddTable(tracers, dir) },
+	} {
+		var m stealMeter
+		m.since()
+		table()
+		fmt.Printf("(host steal during this table: %s)\n\n", m.since())
+	}
+	results.print()
 }
 
-// kernelTable: ns per run of each BPF program during an exec storm.
+// kernelStorms is how many storms the kernel table takes the median of:
+// one storm's figure moves by a tenth on this kind of machine.
+const kernelStorms = 3
+
+// kernelTable: ns per run of each BPF program during an exec storm, the
+// median of kernelStorms storms.
 func kernelTable(tracers []*tracer, dir string) {
-	fmt.Printf("kernel cost per run of each BPF program (bpf_stats), %d-exec storm, each tracer's own programs:\n", *n)
+	fmt.Printf("kernel cost per run of each BPF program (bpf_stats), median of %d %d-exec storms, each tracer's own programs:\n", kernelStorms, *n)
 	fmt.Printf("%-30s %-16s %10s %10s\n", "tracer", "program", "runs", "ns/run")
 	for _, t := range tracers {
 		if t.argv == nil || !t.bpf {
@@ -219,41 +232,50 @@ func kernelTable(tracers []*tracer, dir string) {
 		if err != nil {
 			fatal(fmt.Sprintf("%s: %v", t.name, err))
 		}
-		before := progStats(r.pid())
-		if _, err := storm("/bin/true"); err != nil {
-			fatal(err.Error())
+		samples := map[string][]float64{}
+		runs := map[string]uint64{}
+		for i := 0; i < kernelStorms; i++ {
+			before := progStats(r.pid())
+			if _, err := storm("/bin/true"); err != nil {
+				fatal(err.Error())
+			}
+			after := progStats(r.pid())
+			for k, a := range after {
+				d := progStat{runs: a.runs - before[k].runs, ns: a.ns - before[k].ns}
+				if d.runs > 0 {
+					samples[k] = append(samples[k], float64(d.ns)/float64(d.runs))
+					runs[k] += d.runs
+				}
+			}
 		}
-		after := progStats(r.pid())
 		r.stop()
-		names := make([]string, 0, len(after))
-		for k := range after {
+		names := make([]string, 0, len(samples))
+		for k := range samples {
 			names = append(names, k)
 		}
 		sort.Strings(names)
 		per := map[string]float64{}
 		for _, k := range names {
-			d := progStat{runs: after[k].runs - before[k].runs, ns: after[k].ns - before[k].ns}
-			if d.runs == 0 {
-				continue
-			}
-			per[k] = float64(d.ns) / float64(d.runs)
-			fmt.Printf("%-30s %-16s %10d %10.0f\n", t.name, k, d.runs, per[k])
+			per[k] = median(samples[k])
+			fmt.Printf("%-30s %-16s %10d %10.0f\n", t.name, k, runs[k], per[k])
 		}
 		if _, ok := per["nst_fork"]; ok {
-			fmt.Printf("%-30s %-16s %10s %10.0f\n", t.name, "fork+exec+exit", "", per["nst_fork"]+per["nst_exec"]+per["nst_exit"])
+			total := per["nst_fork"] + per["nst_exec"] + per["nst_exit"]
+			fmt.Printf("%-30s %-16s %10s %10.0f\n", t.name, "fork+exec+exit", "", total)
+			results.kernel = per
 		}
 		if _, ok := per["nst_sys_enter"]; ok {
 			fmt.Printf("%-30s %-16s %10s %10.0f\n", t.name, "per syscall", "", per["nst_sys_enter"]+per["nst_sys_exit"])
 		}
 	}
-	if b, err := exec.Command(*nstrace, "--debug", "-e", "clone", "-d", "1ms", "-o", os.DevNull).CombinedOutput(); err == nil {
+	if b, err := exec.Command(*nstrace, "--debug", "-e", "clone", "--duration", "0.05", "-o", os.DevNull).CombinedOutput(); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.Contains(line, "namespace system calls") {
-				fmt.Println(strings.TrimPrefix(line, "nstrace: "))
+				results.hooks = strings.TrimPrefix(line, "nstrace: ")
+				fmt.Println(results.hooks)
 			}
 		}
 	}
-	fmt.Println()
 }
 
 // cpuTable: the tracer's own CPU per event at a steady ~500 execs/s and
@@ -281,8 +303,10 @@ func cpuTable(tracers []*tracer, dir, prog string) {
 		r.stop()
 		low := perEvent(c1-c0, e1-e0)
 		fmt.Printf("%-30s %14s %14s %12s\n", t.name, low, perEvent(t.cpu, t.events), fmt.Sprintf("%.0f", t.rate))
+		if strings.HasPrefix(t.name, "nstrace") && t.events > 0 {
+			results.cpu = append(results.cpu, namedFigure{t.name, float64(t.cpu) / 1e3 / float64(t.events)})
+		}
 	}
-	fmt.Println()
 }
 
 func perEvent(ns uint64, events int) string {
@@ -297,7 +321,6 @@ func syscallTable(tracers []*tracer, dir string) {
 	path, err := exec.LookPath("strace")
 	if err != nil {
 		fmt.Println("system calls per event skipped: strace not installed (apt-get install strace)")
-		fmt.Println()
 		return
 	}
 	fmt.Printf("tracer system calls per event during a %d-exec storm (strace -c -f):\n", *n)
@@ -333,7 +356,6 @@ func syscallTable(tracers []*tracer, dir string) {
 		}
 		fmt.Printf("%-30s %10d %10d %10s  %s\n", t.name, total, e1-e0, per, top)
 	}
-	fmt.Println()
 }
 
 // straceTotals reads strace -c's table: the total number of calls, and
@@ -397,10 +419,14 @@ func idleTable(tracers []*tracer, dir string) {
 	}
 	time.Sleep(d)
 	for i, r := range rs {
-		fmt.Printf("%-30s %8d %8d\n", ts[i].name, ticks(r.pid())-t0[i], r.events()-e0[i])
+		n := ticks(r.pid()) - t0[i]
+		fmt.Printf("%-30s %8d %8d\n", ts[i].name, n, r.events()-e0[i])
+		if strings.HasPrefix(ts[i].name, "nstrace") {
+			results.idle = append(results.idle, namedFigure{ts[i].name, float64(n)})
+		}
 		r.stop()
 	}
-	fmt.Println()
+	results.idleFor = d
 }
 
 // ddTable: a syscall-bound program (4 million one-byte reads and writes)
@@ -447,5 +473,4 @@ func ddTable(tracers []*tracer, dir string) {
 		}
 		fmt.Printf("%-30s %9.3f %8.1f%%\n", t.name, m, 100*(m/bare-1))
 	}
-	fmt.Println()
 }

@@ -127,6 +127,8 @@ func main() {
 	}
 
 	fmt.Printf("exec storm: %d execs of %s from %d workers, %d rounds\n", *n, prog, *workers, *rounds)
+	var steal stealMeter
+	steal.since()
 	for r := 0; r < *rounds; r++ {
 		// Rotate the order so no tracer always runs first or last.
 		for i := range tracers {
@@ -150,9 +152,9 @@ func main() {
 		fmt.Printf("%-30s %9.3f %7.3f %8.1f%% %8.0fms %7.1fMiB\n", t.name, m, m/bare,
 			100*median(t.seen), float64(medianDur(t.start))/1e6, float64(maxI(t.rss))/(1<<20))
 	}
-	fmt.Println()
+	fmt.Printf("(host steal during the rounds: %s)\n\n", steal.since())
 	rateTable(dir)
-	fmt.Println()
+	fmt.Printf("(host steal during this table: %s)\n\n", steal.since())
 	for _, t := range tracers {
 		if t.secs > 0 {
 			t.rate = float64(t.events) / t.secs
