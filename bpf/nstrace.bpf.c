@@ -600,12 +600,20 @@ struct exec_small {
 static __always_inline bool exec_in_place(struct task_struct *p, const char *filename, unsigned long start,
 					  unsigned long len)
 {
+	__u32 ns[NST_NS_COUNT] = {};
 	struct exec_small *x;
 	struct event *e;
+	__u32 nspid;
+	__u64 cgid;
 	long n;
 
 	if (nst_ancestors || len > NST_EXEC_SMALL / 2)
 		return false;
+	nspid = read_ns_btf(p, ns);
+	if (!ns_pass(ns, NULL))
+		return true;
+	/* The cgroup's names, if they go, go ahead of the record. */
+	cgid = note_cgroup_btf(p);
 	x = bpf_ringbuf_reserve(&events, sizeof(*x), 0);
 	if (!x) {
 		count_lost(NST_LOST_RINGBUF);
@@ -624,14 +632,13 @@ static __always_inline bool exec_in_place(struct task_struct *p, const char *fil
 		e->flags |= NST_F_ARGS_UNREADABLE;
 		len = 0;
 	}
-	fill_task_btf(e, p);
+	__builtin_memcpy(e->ns, ns, sizeof(ns));
+	e->nspid = nspid;
+	e->cgroup_id = cgid;
+	fill_ident_btf(e, p);
 	e->kind = NST_EV_EXEC;
 	e->filename_len = n;
 	e->args_len = len;
-	if (!ns_wanted(e)) {
-		bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
-		return true;
-	}
 	submit(e);
 	return true;
 }

@@ -321,6 +321,41 @@ func argStrings(args [][]byte) []string {
 	return s
 }
 
+// A cgroup's names reach the reader before the first event from it, for
+// an exec built in place and one built on the heap alike: the container
+// of a process that execs once and exits is named from them.
+func TestPrivilegedCgroupNamesBeforeFirstEvent(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	mount, ok := procfs.Cgroup2Mount(procfs.Root + "/self/mountinfo")
+	if !ok {
+		t.Fatal("no cgroup v2 mount")
+	}
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+	for _, pad := range []int{0, 300} {
+		m := marker()
+		dir := filepath.Join(mount, "nstrace-test-"+m)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(dir) })
+		// The exec is the first event of the process in its new cgroup.
+		script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec /bin/true %s %s", dir, m, strings.Repeat("p", pad))
+		if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		ex := c.Wait(t, 1, wait, func(e *event.Event) bool {
+			return e.Kind == event.Exec && len(e.Args) > 1 && string(e.Args[1]) == m
+		})[0]
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if ex.CgroupID != st.Ino || ex.CgroupName != filepath.Base(dir) {
+			t.Errorf("exec with %d bytes of padding: cgroup %d %q, want %d %q", pad, ex.CgroupID, ex.CgroupName, st.Ino, filepath.Base(dir))
+		}
+	}
+}
+
 func TestPrivilegedLongArgs(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
