@@ -739,7 +739,8 @@ func (p *Probe) Read(e *event.Event) error {
 		// found by the look; one queued after finds the flag set and
 		// wakes the wait.
 		atomic.AddUint64(&p.fence, 0)
-		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil {
+		// After Flush, Next drains what is queued before it says so.
+		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil && err != errRingFlushed {
 			return ringError(err)
 		}
 	}
