@@ -537,26 +537,11 @@ func runHostNS(coll *ebpf.Collection) (nstraceHostNs, bool) {
 	return h, true
 }
 
-// host is what the kernel said of the host's namespaces, asked once.
-var host struct {
-	sync.Mutex
-	known nstraceHostNs
-	asked bool
-	err   error
-}
+// hostKnown is what the kernel says of the host's namespaces (those of its
+// first task) and of the objects that hold them, asked once.
+var hostKnown = sync.OnceValues(readHost)
 
-// hostKnown loads only what it takes to read the host's namespaces from
-// the kernel (those of its first task), and the objects that hold them.
-func hostKnown() (nstraceHostNs, error) {
-	host.Lock()
-	defer host.Unlock()
-	if !host.asked {
-		host.known, host.err = readHost()
-		host.asked = true
-	}
-	return host.known, host.err
-}
-
+// readHost loads only what it takes to ask.
 func readHost() (nstraceHostNs, error) {
 	if err := checkKernel(); err != nil {
 		return nstraceHostNs{}, err
