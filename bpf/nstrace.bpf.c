@@ -626,8 +626,14 @@ static __always_inline bool exec_in_place(struct task_struct *p, const char *fil
 		return false;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	n = (n - 1) & (NST_EXEC_SMALL / 2 - 1); /* without the NUL */
-	len &= NST_EXEC_SMALL / 2 - 1 | NST_EXEC_SMALL / 2;
+	n--; /* without the NUL */
+	/* Bounds the verifier sees, as Linux 5.10's needs them spelled out. */
+	barrier_var(n);
+	if (n < 0 || n >= NST_EXEC_SMALL / 2)
+		n = 0;
+	barrier_var(len);
+	if (len > NST_EXEC_SMALL / 2)
+		len = 0;
 	if (len && bpf_probe_read_user(x->data + n, len, (void *)start)) {
 		e->flags |= NST_F_ARGS_UNREADABLE;
 		len = 0;

@@ -37,6 +37,10 @@ func helper(mode string, args []string) int {
 	// Keep the main goroutine, and so the thread group leader, to itself.
 	runtime.LockOSThread()
 	switch mode {
+	case "exit":
+		// Nothing, whatever argv[0] says (busybox would read it as the
+		// applet to run).
+		return 0
 	case "thread-exec":
 		// exec from a thread that is not the leader: the kernel makes it
 		// the leader and the event must still carry the process's pid.

@@ -283,11 +283,16 @@ func TestPrivilegedExecRecordBounds(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
 	dir := t.TempDir()
+	// The test binary as a helper that exits at once: argv[0] is free.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, nameLen := range []int{126, 127, 128, 200} {
 		// The file name the kernel has is the path as given.
 		name := filepath.Join(dir, "t")
 		name += strings.Repeat("x", nameLen-len(name))
-		if err := os.Symlink("/bin/true", name); err != nil {
+		if err := os.Symlink(self, name); err != nil {
 			t.Fatal(err)
 		}
 		for _, argsLen := range []int{127, 128, 129, 300} {
@@ -295,8 +300,8 @@ func TestPrivilegedExecRecordBounds(t *testing.T) {
 			// their NULs.
 			m := marker()
 			args := []string{"t", m, strings.Repeat("a", argsLen-2-(len(m)+1)-1)}
-			cmd := exec.Command(name)
-			cmd.Args = args
+			cmd := helperCmd("exit")
+			cmd.Path, cmd.Args = name, args
 			if err := cmd.Run(); err != nil {
 				t.Fatal(err)
 			}
