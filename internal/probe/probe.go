@@ -725,8 +725,8 @@ func (p *Probe) Read(e *event.Event) error {
 		// wakes the wait.
 		atomic.AddUint64(&p.fence, 0)
 		// After Flush, Next drains what is queued before it says so.
-		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil && err != errRingFlushed {
-			return ringError(err)
+		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil && err != ErrFlushed {
+			return err
 		}
 	}
 }
@@ -745,7 +745,7 @@ func (p *Probe) Next(e *event.Event) error {
 		raw, err := p.ring.next()
 		if err != nil {
 			if err := p.ring.stopped(); err != nil {
-				return ringError(err)
+				return err
 			}
 			return ErrEmpty
 		}
@@ -753,17 +753,6 @@ func (p *Probe) Next(e *event.Event) error {
 			return err
 		}
 	}
-}
-
-// ringError turns the ring's own errors into the package's.
-func ringError(err error) error {
-	switch err {
-	case errRingClosed:
-		return ErrClosed
-	case errRingFlushed:
-		return ErrFlushed
-	}
-	return err
 }
 
 // forgetCgroups tells the kernel side the decoder dropped these cgroups'

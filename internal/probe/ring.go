@@ -43,13 +43,6 @@ const (
 	ringDiscard    = 1 << 30
 )
 
-var (
-	errRingEmpty = errors.New("ring buffer empty")
-	// errRingFlushed and errRingClosed end a read at Flush and Close.
-	errRingFlushed = errors.New("ring buffer flushed")
-	errRingClosed  = errors.New("ring buffer closed")
-)
-
 // newRing maps the ring buffer behind fd (which it duplicates) of size
 // bytes of data.
 func newRing(fd int, size int) (*ring, error) {
@@ -138,14 +131,14 @@ func (t *restTimer) sleep(d time.Duration) error {
 	})
 }
 
-// next returns the next committed record, or errRingEmpty. The record is
+// next returns the next committed record, or ErrEmpty. The record is
 // valid until the following call.
 func (r *ring) next() ([]byte, error) {
 	for {
 		prod := atomic.LoadUint64(r.prodPos)
 		if prod == r.pos {
 			r.release()
-			return nil, errRingEmpty
+			return nil, ErrEmpty
 		}
 		// The header's length is loaded with acquire order against the
 		// kernel's commit (an xchg): the record's bytes are visible after.
@@ -154,7 +147,7 @@ func (r *ring) next() ([]byte, error) {
 		if hdr&ringBusy != 0 {
 			// Reserved, not yet committed: its writer is still at it.
 			r.release()
-			return nil, errRingEmpty
+			return nil, ErrEmpty
 		}
 		n := uint64(hdr &^ (ringBusy | ringDiscard))
 		start := off + ringHeaderSize
@@ -206,7 +199,7 @@ func (r *ring) wait(ready func() bool) error {
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			if r.closed.Load() {
-				return errRingClosed
+				return ErrClosed
 			}
 			return fmt.Errorf("waiting for the ring buffer: %w", err)
 		}
@@ -217,15 +210,15 @@ func (r *ring) wait(ready func() bool) error {
 func (r *ring) stopped() error {
 	switch {
 	case r.closed.Load():
-		return errRingClosed
+		return ErrClosed
 	case r.flush.Load():
-		return errRingFlushed
+		return ErrFlushed
 	}
 	return nil
 }
 
 // interrupt ends a wait: after Flush, reads return what is queued, then
-// errRingFlushed; after Close, errRingClosed. Safe from any goroutine.
+// ErrFlushed; after Close, ErrClosed. Safe from any goroutine.
 func (r *ring) interrupt(closing bool) {
 	if closing {
 		r.closed.Store(true)
