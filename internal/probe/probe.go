@@ -725,15 +725,17 @@ func (p *Probe) Read(e *event.Event) error {
 		// wakes the wait.
 		atomic.AddUint64(&p.fence, 0)
 		// After Flush, Next drains what is queued before it says so.
+		p.ring.drained(time.Now())
 		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil && err != ErrFlushed {
 			return err
 		}
 	}
 }
 
-// Rest sleeps for d while records gather, without a timer of the Go
-// runtime's (see restTimer).
-func (p *Probe) Rest(d time.Duration) error { return p.ring.rest.sleep(d) }
+// Rest sleeps while records gather, without a timer of the Go runtime's
+// (see restTimer): for most, or less when records come in fast enough to
+// fill a quarter of the ring buffer sooner (at the last batch's rate).
+func (p *Probe) Rest(most time.Duration) error { return p.ring.restAfterBatch(most) }
 
 // Next decodes the next queued event into e without waiting: ErrEmpty if
 // there is none. The event's byte slices are valid until the next call.

@@ -21,15 +21,17 @@ import (
 // Waiting goes through Go's network poller: a reader that sleeps holds no
 // thread in a system call, and an idle nstrace has no timer at all.
 type ring struct {
-	cons, mapped []byte   // the consumer page; the producer page, then the data twice
-	data         []byte   // the data, twice
-	consPos      *uint64  // shared with the kernel: written only here
-	prodPos      *uint64  // shared with the kernel: read only here
-	mask         uint64   // size - 1
-	size         uint64   // bytes of data
-	pos          uint64   // the next record to read; consPos lags it
-	held         uint64   // bytes read and not yet given back
-	file         *os.File // the map fd, in the poller
+	cons, mapped []byte    // the consumer page; the producer page, then the data twice
+	data         []byte    // the data, twice
+	consPos      *uint64   // shared with the kernel: written only here
+	prodPos      *uint64   // shared with the kernel: read only here
+	mask         uint64    // size - 1
+	size         uint64    // bytes of data
+	pos          uint64    // the next record to read; consPos lags it
+	held         uint64    // bytes read and not yet given back
+	batch        uint64    // bytes read since it was last found empty
+	emptied      time.Time // when that was
+	file         *os.File  // the map fd, in the poller
 	conn         syscall.RawConn
 	rest         *restTimer
 
@@ -131,6 +133,37 @@ func (t *restTimer) sleep(d time.Duration) error {
 	})
 }
 
+// minRest is the shortest rest between batches.
+const minRest = time.Millisecond
+
+// restFor is how long to rest after a batch of n bytes that came in over
+// span: most, or less if the ring buffer, filling as fast, would be a
+// quarter full (room bytes) sooner. Records wait at most that long, and a
+// burst four times as fast still finds room.
+func restFor(most time.Duration, n uint64, span time.Duration, room uint64) time.Duration {
+	if n == 0 || span <= 0 {
+		return most
+	}
+	fill := time.Duration(float64(span) * float64(room) / float64(n))
+	return max(min(most, fill), minRest)
+}
+
+// restAfterBatch sleeps while records gather: at most most, less as the
+// batch just read says (restFor).
+func (r *ring) restAfterBatch(most time.Duration) error {
+	now := time.Now()
+	d := restFor(most, r.batch, now.Sub(r.emptied), r.size/4)
+	r.drained(now)
+	return r.rest.sleep(d)
+}
+
+// drained notes that the ring was found empty at now: the records read
+// next come in after it.
+func (r *ring) drained(now time.Time) {
+	r.batch = 0
+	r.emptied = now
+}
+
 // next returns the next committed record, or ErrEmpty. The record is
 // valid until the following call.
 func (r *ring) next() ([]byte, error) {
@@ -154,6 +187,7 @@ func (r *ring) next() ([]byte, error) {
 		step := ringHeaderSize + (n+7)&^7
 		r.pos += step
 		r.held += step
+		r.batch += step
 		if hdr&ringDiscard != 0 {
 			continue
 		}
