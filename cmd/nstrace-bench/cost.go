@@ -202,6 +202,7 @@ func costs(tracers []*tracer, dir, prog string) {
 	}
 	for _, table := range []func(){
 		func() { kernelTable(tracers, dir) },
+		floorTable,
 		func() { cpuTable(tracers, dir, prog) },
 		func() { syscallTable(tracers, dir) },
 		func() { idleTable(tracers, dir) },

@@ -39,6 +39,7 @@ var (
 	rounds  = flag.Int("rounds", 5, "rounds")
 	peers   = flag.Bool("peers", true, "also measure forkstat and bpftrace when installed")
 	quick   = flag.Bool("quick", false, "a shorter run: fewer rounds and execs, 5 s of idle")
+	floorB  = flag.Bool("floor", false, "only the floor: what programs that do (almost) nothing cost here")
 )
 
 // tracer is one way of watching the storm.
@@ -72,6 +73,15 @@ func main() {
 	}
 	if os.Geteuid() != 0 {
 		fatal("run as root (the tracers load BPF programs)")
+	}
+	if *floorB {
+		undo, err := statsOn()
+		if err != nil {
+			fatal(fmt.Sprintf("turning on kernel.bpf_stats_enabled: %v", err))
+		}
+		defer undo()
+		floorTable()
+		return
 	}
 	dir, err := os.MkdirTemp("", "nstrace-bench")
 	if err != nil {

@@ -24,6 +24,7 @@ type benchResults struct {
 	cpu     []namedFigure      // µs of nstrace's CPU per event in the storm
 	idle    []namedFigure      // ticks at idle
 	idleFor time.Duration
+	floor   *floors // what programs that do (almost) nothing cost here
 }
 
 var results benchResults
@@ -49,12 +50,17 @@ func (r *benchResults) print() {
 		fmt.Printf("  %-44s %9.1f %-3s (target <= %g): %s\n", what, got, unit, target, verdict)
 	}
 	if k := r.kernel; k != nil {
+		var total float64
 		for _, p := range []string{"nst_fork", "nst_exec", "nst_exit"} {
 			row(p+" per run", k[p], targetProgram, "ns")
+			total += r.floor.of(p)
+			r.floor.print(r.floor.of(p), p)
 		}
 		row("fork+exec+exit", k["nst_fork"]+k["nst_exec"]+k["nst_exit"], targetTotal, "ns")
+		r.floor.print(total, "fork+exec+exit")
 		if enter, ok := k["nst_sys_enter"]; ok {
 			row("per system call (sys_enter+sys_exit)", enter+k["nst_sys_exit"], targetSyscall, "ns")
+			r.floor.print(r.floor.of("nst_sys_enter")+r.floor.of("nst_sys_exit"), "syscall")
 		} else {
 			fmt.Printf("  %-44s %9s     (the namespace calls' fentry programs run only for them)\n", "per system call", "0")
 		}
@@ -69,6 +75,47 @@ func (r *benchResults) print() {
 		// The target is for 20 s; a shorter run is scaled to it.
 		row(f.name+", idle ticks per 20 s", f.value*float64(20*time.Second)/float64(r.idleFor), targetIdle, "")
 	}
+}
+
+// of is the floor under program p: an empty program on its hook, plus
+// the ring buffer record every event program queues, plus, for exec, the
+// read of the new image's arguments. 0 if unknown.
+func (f *floors) of(p string) float64 {
+	if f == nil {
+		return 0
+	}
+	exec := f.empty["sched_process_exec"]
+	ring, user := f.ring-exec, f.user-exec
+	switch p {
+	case "nst_fork":
+		return f.empty["sched_process_fork"] + ring
+	case "nst_exec":
+		return exec + ring + user
+	case "nst_exit":
+		return f.empty["sched_process_exit"] + ring
+	case "nst_sys_enter":
+		return f.empty["sys_enter"]
+	case "nst_sys_exit":
+		return f.empty["sys_exit"]
+	}
+	return 0
+}
+
+// print puts the floor under a target's line.
+func (f *floors) print(ns float64, what string) {
+	if f == nil || ns == 0 {
+		return
+	}
+	how := "an empty program on its hook and an 8-byte ring buffer record"
+	switch what {
+	case "nst_exec":
+		how += " and an 8-byte read of user memory"
+	case "fork+exec+exit":
+		how = "the three floors above"
+	case "syscall":
+		how = "an empty program on each of the two hooks"
+	}
+	fmt.Printf("  %-44s %9.1f ns (%s)\n", "  floor here", ns, how)
 }
 
 // stealMeter reads the machine's CPU time stolen by its hypervisor
