@@ -90,7 +90,7 @@ func measureFloors() (*floors, error) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}()
-	ring, err := tracingProgram("floor_ring", "sched_process_exec", asm.Instructions{
+	if f.ring, err = execFloor("floor_ring", asm.Instructions{
 		asm.LoadMapPtr(asm.R1, events.FD()),
 		asm.Mov.Imm(asm.R2, 8),
 		asm.Mov.Imm(asm.R3, 0),
@@ -103,21 +103,15 @@ func measureFloors() (*floors, error) {
 		asm.FnRingbufSubmit.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
-	defer ring.Close()
-	if per, err = floorRuns(ring); err != nil {
-		return nil, err
-	}
-	f.ring = per[0]
 
 	mm, argStart, err := argvOffsets()
 	if err != nil {
 		return nil, err
 	}
-	user, err := tracingProgram("floor_user", "sched_process_exec", asm.Instructions{
+	if f.user, err = execFloor("floor_user", asm.Instructions{
 		asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord),               // the task
 		asm.LoadMem(asm.R6, asm.R6, int16(mm), asm.DWord),       // its mm
 		asm.LoadMem(asm.R3, asm.R6, int16(argStart), asm.DWord), // the argv's address
@@ -127,16 +121,25 @@ func measureFloors() (*floors, error) {
 		asm.FnProbeReadUser.Call(),
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
-	defer user.Close()
-	if per, err = floorRuns(user); err != nil {
-		return nil, err
-	}
-	f.user = per[0]
 	return f, nil
+}
+
+// execFloor loads insns on sched_process_exec, alone, and returns its
+// median ns per run (floorRuns).
+func execFloor(name string, insns asm.Instructions) (float64, error) {
+	p, err := tracingProgram(name, "sched_process_exec", insns)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	per, err := floorRuns(p)
+	if err != nil {
+		return 0, err
+	}
+	return per[0], nil
 }
 
 // tracingProgram loads insns as a BTF raw tracepoint program on hook.
