@@ -716,6 +716,7 @@ func (p *Probe) Read(e *event.Event) error {
 		if err := p.Next(e); err != ErrEmpty {
 			return err
 		}
+		p.ring.drained(time.Now())
 		if err := p.vars.NstReaderWaiting.Set(uint32(1)); err != nil {
 			return fmt.Errorf("telling the kernel side the reader waits: %w", err)
 		}
@@ -725,7 +726,6 @@ func (p *Probe) Read(e *event.Event) error {
 		// wakes the wait.
 		atomic.AddUint64(&p.fence, 0)
 		// After Flush, Next drains what is queued before it says so.
-		p.ring.drained(time.Now())
 		if err := p.ring.wait(func() bool { return p.ring.available() > 0 }); err != nil && err != ErrFlushed {
 			return err
 		}
