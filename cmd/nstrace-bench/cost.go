@@ -220,6 +220,38 @@ func costs(tracers []*tracer, dir, prog string) {
 // one storm's figure moves by a tenth on this kind of machine.
 const kernelStorms = 3
 
+// stormMedians runs kernelStorms exec storms and returns, for each program
+// snap reports, its median ns per run and its runs in all. snap reads
+// every program's totals so far.
+func stormMedians(snap func() (map[string]progStat, error)) (map[string]float64, map[string]uint64, error) {
+	samples := map[string][]float64{}
+	runs := map[string]uint64{}
+	for i := 0; i < kernelStorms; i++ {
+		before, err := snap()
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := storm("/bin/true"); err != nil {
+			return nil, nil, err
+		}
+		after, err := snap()
+		if err != nil {
+			return nil, nil, err
+		}
+		for k, a := range after {
+			if d := (progStat{runs: a.runs - before[k].runs, ns: a.ns - before[k].ns}); d.runs > 0 {
+				samples[k] = append(samples[k], float64(d.ns)/float64(d.runs))
+				runs[k] += d.runs
+			}
+		}
+	}
+	per := map[string]float64{}
+	for k, v := range samples {
+		per[k] = median(v)
+	}
+	return per, runs, nil
+}
+
 // kernelTable: ns per run of each BPF program during an exec storm, the
 // median of kernelStorms storms.
 func kernelTable(tracers []*tracer, dir string) {
@@ -233,31 +265,17 @@ func kernelTable(tracers []*tracer, dir string) {
 		if err != nil {
 			fatal(fmt.Sprintf("%s: %v", t.name, err))
 		}
-		samples := map[string][]float64{}
-		runs := map[string]uint64{}
-		for i := 0; i < kernelStorms; i++ {
-			before := progStats(r.pid())
-			if _, err := storm("/bin/true"); err != nil {
-				fatal(err.Error())
-			}
-			after := progStats(r.pid())
-			for k, a := range after {
-				d := progStat{runs: a.runs - before[k].runs, ns: a.ns - before[k].ns}
-				if d.runs > 0 {
-					samples[k] = append(samples[k], float64(d.ns)/float64(d.runs))
-					runs[k] += d.runs
-				}
-			}
+		per, runs, err := stormMedians(func() (map[string]progStat, error) { return progStats(r.pid()), nil })
+		if err != nil {
+			fatal(err.Error())
 		}
 		r.stop()
-		names := make([]string, 0, len(samples))
-		for k := range samples {
+		names := make([]string, 0, len(per))
+		for k := range per {
 			names = append(names, k)
 		}
 		sort.Strings(names)
-		per := map[string]float64{}
 		for _, k := range names {
-			per[k] = median(samples[k])
 			fmt.Printf("%-30s %-16s %10d %10.0f\n", t.name, k, runs[k], per[k])
 		}
 		if _, ok := per["nst_fork"]; ok {

@@ -46,22 +46,19 @@ func floorTable() {
 }
 
 func measureFloors() (*floors, error) {
-	f := &floors{empty: map[string]float64{}}
-	var empties []*ebpf.Program
+	f := &floors{}
+	empties := map[string]*ebpf.Program{}
 	for _, h := range floorHooks {
 		p, err := tracingProgram("floor_empty", h, asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()})
 		if err != nil {
 			return nil, err
 		}
 		defer p.Close()
-		empties = append(empties, p)
+		empties[h] = p
 	}
-	per, err := floorRuns(empties...)
-	if err != nil {
+	var err error
+	if f.empty, err = floorRuns(empties); err != nil {
 		return nil, err
-	}
-	for i, h := range floorHooks {
-		f.empty[h] = per[i]
 	}
 
 	events, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4 << 20})
@@ -135,11 +132,8 @@ func execFloor(name string, insns asm.Instructions) (float64, error) {
 		return 0, err
 	}
 	defer p.Close()
-	per, err := floorRuns(p)
-	if err != nil {
-		return 0, err
-	}
-	return per[0], nil
+	per, err := floorRuns(map[string]*ebpf.Program{name: p})
+	return per[name], err
 }
 
 // tracingProgram loads insns as a BTF raw tracepoint program on hook.
@@ -159,8 +153,8 @@ func tracingProgram(name, hook string, insns asm.Instructions) (*ebpf.Program, e
 }
 
 // floorRuns attaches progs and returns each one's median ns per run over
-// kernelStorms storms.
-func floorRuns(progs ...*ebpf.Program) ([]float64, error) {
+// the kernel table's storms (stormMedians), by the same names.
+func floorRuns(progs map[string]*ebpf.Program) (map[string]float64, error) {
 	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
@@ -168,34 +162,18 @@ func floorRuns(progs ...*ebpf.Program) ([]float64, error) {
 		}
 		defer l.Close()
 	}
-	samples := make([][]float64, len(progs))
-	for i := 0; i < kernelStorms; i++ {
-		before := make([]*ebpf.ProgramStats, len(progs))
-		for j, p := range progs {
+	per, _, err := stormMedians(func() (map[string]progStat, error) {
+		st := map[string]progStat{}
+		for k, p := range progs {
 			s, err := p.Stats()
 			if err != nil {
 				return nil, err
 			}
-			before[j] = s
+			st[k] = progStat{runs: s.RunCount, ns: uint64(s.Runtime.Nanoseconds())}
 		}
-		if _, err := storm("/bin/true"); err != nil {
-			return nil, err
-		}
-		for j, p := range progs {
-			s, err := p.Stats()
-			if err != nil {
-				return nil, err
-			}
-			if runs := s.RunCount - before[j].RunCount; runs > 0 {
-				samples[j] = append(samples[j], float64((s.Runtime-before[j].Runtime).Nanoseconds())/float64(runs))
-			}
-		}
-	}
-	per := make([]float64, len(progs))
-	for j := range progs {
-		per[j] = median(samples[j])
-	}
-	return per, nil
+		return st, nil
+	})
+	return per, err
 }
 
 // argvOffsets finds, in the kernel's BTF, where a task_struct keeps its mm

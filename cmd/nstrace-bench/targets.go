@@ -53,8 +53,9 @@ func (r *benchResults) print() {
 		var total float64
 		for _, p := range []string{"nst_fork", "nst_exec", "nst_exit"} {
 			row(p+" per run", k[p], targetProgram, "ns")
-			total += r.floor.of(p)
-			r.floor.print(r.floor.of(p), p)
+			fl := r.floor.of(p)
+			total += fl
+			r.floor.print(fl, p)
 		}
 		row("fork+exec+exit", k["nst_fork"]+k["nst_exec"]+k["nst_exit"], targetTotal, "ns")
 		r.floor.print(total, "fork+exec+exit")
