@@ -287,22 +287,27 @@ static __always_inline void submit(struct event *e)
 
 /*
  * Room for a fixed-size record, straight in the ring buffer: it is filled
- * in place and submitted, never copied.
+ * in place and submitted, never copied. It carries the first size bytes
+ * of struct event (a constant: NST_REC_*, or all of it), or all of it and
+ * the ancestors when they are asked for.
  */
-static __always_inline struct event *reserve_event(void)
+static __always_inline struct event *reserve_event(__u64 size)
 {
 	struct event *e;
 
 	if (nst_ancestors)
 		e = bpf_ringbuf_reserve(&events, sizeof(struct event_anc), 0);
 	else
-		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		e = bpf_ringbuf_reserve(&events, size, 0);
 
 	if (!e) {
 		count_lost(NST_LOST_RINGBUF);
 		return NULL;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
+	if (nst_ancestors)
+		__builtin_memset(e, 0, sizeof(*e));
+	else
+		__builtin_memset(e, 0, size);
 	return e;
 }
 
@@ -458,7 +463,7 @@ static __always_inline void emit_untracked(struct task_struct *parent, __u32 chi
 
 	count_lost(NST_LOST_TRACKED);
 	cgid = note_cgroup_btf(parent);
-	e = reserve_event();
+	e = reserve_event(NST_REC_SHORT);
 	if (!e)
 		return;
 	e->nspid = read_ns_btf(parent, e->ns);
@@ -522,7 +527,7 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	if (!ns_pass(ns, cns) || !cgroup_pass(parent))
 		return 0;
 	cgid = note_cgroup_btf(parent);
-	e = reserve_event();
+	e = reserve_event(NST_REC_FORK);
 	if (!e)
 		return 0;
 	__builtin_memcpy(e->ns, ns, sizeof(ns));
@@ -552,10 +557,13 @@ static __always_inline struct exec_buf *exec_heap_get(void)
 	return b;
 }
 
-/* Where an exec record's filename goes: after its ancestors, if any. */
+/*
+ * Where an exec record's filename goes: after the part of struct event
+ * exec records carry, or after all of it and the ancestors.
+ */
 static __always_inline __u64 exec_tail(void)
 {
-	return nst_ancestors ? NST_ANC_BYTES : 0;
+	return nst_ancestors ? sizeof(struct event) + NST_ANC_BYTES : NST_REC_SHORT;
 }
 
 /*
@@ -568,9 +576,9 @@ static __always_inline long exec_filename(struct exec_buf *b, const char *name, 
 	long n;
 
 	if (user)
-		n = bpf_probe_read_user_str(b->data + exec_tail(), NST_FILENAME_MAX, name);
+		n = bpf_probe_read_user_str((char *)b + exec_tail(), NST_FILENAME_MAX, name);
 	else
-		n = bpf_probe_read_kernel_str(b->data + exec_tail(), NST_FILENAME_MAX, name);
+		n = bpf_probe_read_kernel_str((char *)b + exec_tail(), NST_FILENAME_MAX, name);
 	if (n <= 0)
 		n = 1;
 	if (n >= NST_FILENAME_MAX)
@@ -592,17 +600,12 @@ static __always_inline long exec_filename(struct exec_buf *b, const char *name, 
  */
 #define NST_EXEC_SMALL 256
 
-struct exec_small {
-	struct event ev;
-	char data[NST_EXEC_SMALL];
-};
-
 static __always_inline bool exec_in_place(struct task_struct *p, const char *filename, unsigned long start,
 					  unsigned long len)
 {
 	__u32 ns[NST_NS_COUNT] = {};
-	struct exec_small *x;
 	struct event *e;
+	char *tail;
 	__u32 nspid;
 	__u64 cgid;
 	long n;
@@ -614,18 +617,18 @@ static __always_inline bool exec_in_place(struct task_struct *p, const char *fil
 		return true;
 	/* The cgroup's names, if they go, go ahead of the record. */
 	cgid = note_cgroup_btf(p);
-	x = bpf_ringbuf_reserve(&events, sizeof(*x), 0);
-	if (!x) {
+	e = bpf_ringbuf_reserve(&events, NST_REC_SHORT + NST_EXEC_SMALL, 0);
+	if (!e) {
 		count_lost(NST_LOST_RINGBUF);
 		return true;
 	}
-	e = &x->ev;
-	n = bpf_probe_read_kernel_str(x->data, NST_EXEC_SMALL / 2, filename);
+	tail = (char *)e + NST_REC_SHORT;
+	n = bpf_probe_read_kernel_str(tail, NST_EXEC_SMALL / 2, filename);
 	if (n <= 0 || n >= NST_EXEC_SMALL / 2) {
-		bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return false;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
+	__builtin_memset(e, 0, NST_REC_SHORT);
 	n--; /* without the NUL */
 	/* Bounds the verifier sees, as Linux 5.10's needs them spelled out. */
 	barrier_var(n);
@@ -634,7 +637,7 @@ static __always_inline bool exec_in_place(struct task_struct *p, const char *fil
 	barrier_var(len);
 	if (len > NST_EXEC_SMALL / 2)
 		len = 0;
-	if (len && bpf_probe_read_user(x->data + n, len, (void *)start)) {
+	if (len && bpf_probe_read_user(tail + n, len, (void *)start)) {
 		e->flags |= NST_F_ARGS_UNREADABLE;
 		len = 0;
 	}
@@ -692,12 +695,12 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	barrier_var(len);
 	if (len > NST_ARGS_MAX)
 		len = 0;
-	if (len && bpf_probe_read_user(b->data + exec_tail() + n, len, (void *)start)) {
+	if (len && bpf_probe_read_user((char *)b + exec_tail() + n, len, (void *)start)) {
 		e->flags |= NST_F_ARGS_UNREADABLE;
 		len = 0;
 	}
 	e->args_len = len;
-	emit(b, sizeof(*e) + exec_tail() + n + len);
+	emit(b, exec_tail() + n + len);
 	return 0;
 }
 
@@ -721,7 +724,7 @@ int BPF_PROG(nst_comm, struct task_struct *t, const char *comm)
 	if (!ns_pass(ns, NULL) || !cgroup_pass(t))
 		return 0;
 	cgid = note_cgroup_btf(t);
-	e = reserve_event();
+	e = reserve_event(sizeof(*e));
 	if (!e)
 		return 0;
 	__builtin_memcpy(e->ns, ns, sizeof(ns));
@@ -760,7 +763,7 @@ static __always_inline int exit_report(struct task_struct *p)
 	if (!ns_pass(ns, NULL) || !cgroup_pass(p))
 		return 0;
 	cgid = note_cgroup_btf(p);
-	e = reserve_event();
+	e = reserve_event(NST_REC_SHORT);
 	if (!e)
 		return 0;
 	__builtin_memcpy(e->ns, ns, sizeof(ns));
@@ -937,7 +940,7 @@ static __always_inline void failed_exec(struct event *p, long ret)
 	if (nst_ancestors)
 		fill_ancestors_any(e, current_task());
 	n = exec_filename(b, (const char *)p->flags_raw, true);
-	emit(b, sizeof(*e) + exec_tail() + n);
+	emit(b, exec_tail() + n);
 }
 
 static __always_inline void pending_finish(long ret)

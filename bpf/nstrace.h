@@ -106,12 +106,17 @@ enum nst_syscall_class {
 /* System call numbers below this are classified. */
 #define NST_SYSCALLS_MAX 512
 
+/*
+ * The fields every record has come first; then those of exec, exit and
+ * untracked records; then fork's and clone's; then the rest. A record
+ * carries struct event only up to the end of its kind's fields
+ * (NST_REC_SHORT, NST_REC_FORK, or all of it): the lines it does not
+ * carry are lines the kernel does not write. Records that carry
+ * ancestors (NST_F_ANCESTORS) carry all of it.
+ */
 struct event {
 	__u64 ts_ns;       /* CLOCK_BOOTTIME, ns: keeps counting in suspend */
 	__u64 cgroup_id;   /* cgroup v2 id (the cgroup directory's inode) */
-	__u64 duration_ns; /* exit: process lifetime, ns */
-	__u64 flags_raw;   /* clone, unshare: clone flags; setns: nstype */
-	__s64 ret;         /* clone, unshare, setns: return value or -errno */
 	/*
 	 * Events lost so far, all reasons together, when this record was
 	 * written: a change from the previous record says some were lost
@@ -126,31 +131,42 @@ struct event {
 	__u32 nspid;       /* thread group id in the process's own pid namespace */
 	__u32 uid;         /* real uid, host user namespace */
 	__u32 gid;         /* real gid, host user namespace */
+	__u32 euid;        /* effective uid, host user namespace */
+	__u32 egid;        /* effective gid */
+	__u32 ns[NST_NS_COUNT]; /* namespace inodes of the process, enum nst_ns */
+	char comm[NST_COMM_LEN];
+	/* exec, exit, untracked: */
+	__u64 duration_ns; /* exit: process lifetime, ns */
+	__s64 ret;         /* clone, unshare, setns: return value or -errno */
+	__u32 exit_status; /* exit: wait(2) status */
 	__u32 child_pid;   /* fork, clone, untracked: child's pid, host */
 	__u32 child_nspid; /* fork, clone: child's pid in its own pid namespace */
-	__u32 exit_status; /* exit: wait(2) status */
-	__s32 fd;          /* setns: the fd argument */
-	__u32 target_ns;   /* setns: inode of the namespace behind an nsfs fd */
-	__u32 target_type; /* setns: CLONE_NEW* type of that namespace */
-	__u32 target_pid;  /* setns: host pid behind a pidfd */
 	__u32 filename_len; /* exec: bytes of filename at the start of the tail */
 	__u32 args_len;    /* exec: bytes of NUL-separated argv after it */
 	__u32 ancestors;   /* valid entries of the struct ancestor tail */
-	__u32 euid;        /* effective uid, host user namespace */
-	__u32 egid;        /* effective gid */
-	__u32 old_uid;     /* uid: the ids before the change */
-	__u32 old_euid;
-	__u32 old_gid;
-	__u32 old_egid;
-	__u32 ns[NST_NS_COUNT]; /* namespace inodes of the process, enum nst_ns */
+	/* fork, clone: */
+	__u64 flags_raw;   /* clone, unshare: clone flags; setns: nstype */
 	/*
 	 * fork, clone: the child's namespace inodes;
 	 * setns, unshare: the caller's before the call.
 	 */
 	__u32 ns_other[NST_NS_COUNT];
-	char comm[NST_COMM_LEN];
+	/* the others: */
+	__s32 fd;          /* setns: the fd argument */
+	__u32 target_ns;   /* setns: inode of the namespace behind an nsfs fd */
+	__u32 target_type; /* setns: CLONE_NEW* type of that namespace */
+	__u32 target_pid;  /* setns: host pid behind a pidfd */
+	__u32 old_uid;     /* uid: the ids before the change */
+	__u32 old_euid;
+	__u32 old_gid;
+	__u32 old_egid;
 	char comm_new[NST_COMM_LEN]; /* comm: the new name */
 };
+
+/* How much of struct event exec, exit and untracked records carry. */
+#define NST_REC_SHORT __builtin_offsetof(struct event, flags_raw)
+/* How much fork and clone records carry. */
+#define NST_REC_FORK __builtin_offsetof(struct event, fd)
 
 /*
  * The kernfs names of a cgroup and of its parent, sent once per cgroup
@@ -161,7 +177,6 @@ struct event {
 struct cgroup_event {
 	__u64 ts_ns;
 	__u64 cgroup_id;
-	__u64 _unused[3];
 	__u64 lost_seq;
 	__u32 kind; /* NST_EV_CGROUP */
 	__u32 _pad;
@@ -171,7 +186,7 @@ struct cgroup_event {
 
 /* Laid out like struct event up to kind. */
 struct wake_event {
-	__u64 _unused[6];
+	__u64 _unused[3];
 	__u32 kind; /* NST_EV_WAKE */
 	__u32 _pad;
 };

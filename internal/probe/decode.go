@@ -41,8 +41,12 @@ const (
 // cgroupRecordSize is the size of a cgroup names record.
 const cgroupRecordSize = int(unsafe.Sizeof(nstraceCgroupEvent{}))
 
-// kindOffset is where both record layouts keep their kind.
-const kindOffset = int(unsafe.Offsetof(nstraceEvent{}.Kind))
+// kindOffset is where every record layout keeps its kind; an event's
+// flags follow it.
+const (
+	kindOffset  = int(unsafe.Offsetof(nstraceEvent{}.Kind))
+	flagsOffset = int(unsafe.Offsetof(nstraceEvent{}.Flags))
+)
 
 // errNotEvent says a record was for the reader, not an event: a cgroup's
 // names (kept by the decoder), or a wake-up.
@@ -63,9 +67,30 @@ const (
 	flagAncestors         = uint32(nstraceNstFlagNST_F_ANCESTORS)
 )
 
-// recordSize is the fixed part of every record; exec records carry the
-// filename and argv after it.
-const recordSize = int(unsafe.Sizeof(nstraceEvent{}))
+// recordSize is all of struct event. A record carries it up to the end of
+// its kind's fields (bpf/nstrace.h): exec, exit and untracked records up
+// to flags_raw (shortSize), fork and clone records up to fd (forkSize),
+// the others and every record with ancestors all of it. Exec records
+// carry the filename and argv after that fixed part.
+const (
+	recordSize = int(unsafe.Sizeof(nstraceEvent{}))
+	shortSize  = int(unsafe.Offsetof(nstraceEvent{}.FlagsRaw))
+	forkSize   = int(unsafe.Offsetof(nstraceEvent{}.Fd))
+)
+
+// fixedSize is how much of struct event a record of this kind carries.
+func fixedSize(kind, flags uint32) int {
+	if flags&flagAncestors != 0 {
+		return recordSize
+	}
+	switch kind {
+	case uint32(nstraceNstKindNST_EV_EXEC), uint32(nstraceNstKindNST_EV_EXIT), uint32(nstraceNstKindNST_EV_UNTRACKED):
+		return shortSize
+	case uint32(nstraceNstKindNST_EV_FORK), uint32(nstraceNstKindNST_EV_CLONE):
+		return forkSize
+	}
+	return recordSize
+}
 
 // Errors for samples that cannot be decoded.
 var (
@@ -79,7 +104,10 @@ type Decoder struct {
 	clock     wallClock
 	args      [][]byte
 	ancestors []event.Ancestor
-	cgroups   map[uint64]cgroupNames
+	// short holds a record that carries less than all of struct event,
+	// the rest zero.
+	short   nstraceEvent
+	cgroups map[uint64]cgroupNames
 	// forget is called with the cgroup ids dropped from cgroups.
 	forget func([]uint64)
 	// lossSeq is the kernel's loss count as of the last record or check;
@@ -105,13 +133,24 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 			return errNotEvent
 		}
 	}
-	if len(raw) < recordSize {
-		return fmt.Errorf("%w: %d bytes, want at least %d", ErrShortRecord, len(raw), recordSize)
+	if len(raw) < shortSize {
+		return fmt.Errorf("%w: %d bytes, want at least %d", ErrShortRecord, len(raw), shortSize)
 	}
 	// The record is read with the host's byte order (binary.NativeEndian)
 	// and layout: bpf2go generated nstraceEvent from the same C definition.
 	// A copy through unsafe avoids a reflective decode per event.
-	r := (*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	fixed := fixedSize(*(*uint32)(unsafe.Pointer(&raw[kindOffset])), *(*uint32)(unsafe.Pointer(&raw[flagsOffset])))
+	if len(raw) < fixed {
+		return fmt.Errorf("%w: %d bytes, want at least %d", ErrShortRecord, len(raw), fixed)
+	}
+	var r *nstraceEvent
+	if len(raw) >= recordSize {
+		r = (*nstraceEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	} else {
+		d.short = nstraceEvent{}
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&d.short)), recordSize), raw[:fixed])
+		r = &d.short
+	}
 
 	if int(r.Kind) >= len(kinds) || kinds[r.Kind] == 0 {
 		return fmt.Errorf("%w %d", ErrUnknownKind, r.Kind)
@@ -136,7 +175,7 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 	if c, ok := d.cgroups[r.CgroupId]; ok {
 		e.CgroupName, e.CgroupParent = c.name, c.parent
 	}
-	tail := raw[recordSize:]
+	tail := raw[fixed:]
 	if r.Flags&flagAncestors != 0 {
 		if len(tail) < ancestorsSize || r.Ancestors > ancestorsMax {
 			return fmt.Errorf("%w: %d bytes of ancestors, want %d", ErrShortRecord, len(tail), ancestorsSize)

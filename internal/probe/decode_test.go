@@ -14,12 +14,21 @@ import (
 	"github.com/nstrace/nstrace/internal/ns"
 )
 
-// record lays out a kernel record the way the BPF side writes it.
+// record lays out a kernel record the way the BPF side writes it: the
+// part of struct event its kind carries (bpf/nstrace.h), then the tail.
 func record(r nstraceEvent, tail []byte) []byte {
-	b := make([]byte, recordSize+len(tail))
-	*(*nstraceEvent)(unsafe.Pointer(&b[0])) = r
-	copy(b[recordSize:], tail)
-	return b
+	carried := recordSize
+	if r.Flags&flagAncestors == 0 {
+		switch r.Kind {
+		case uint32(nstraceNstKindNST_EV_EXEC), uint32(nstraceNstKindNST_EV_EXIT), uint32(nstraceNstKindNST_EV_UNTRACKED):
+			carried = int(unsafe.Offsetof(r.FlagsRaw))
+		case uint32(nstraceNstKindNST_EV_FORK), uint32(nstraceNstKindNST_EV_CLONE):
+			carried = int(unsafe.Offsetof(r.Fd))
+		}
+	}
+	full := make([]byte, recordSize)
+	*(*nstraceEvent)(unsafe.Pointer(&full[0])) = r
+	return append(full[:carried:carried], tail...)
 }
 
 func comm(s string) (c [16]int8) {
@@ -39,6 +48,15 @@ func TestRecordSizeMatchesC(t *testing.T) {
 	// bpf/nstrace.h.
 	if want := 6*8 + 24*4 + 2*10*4 + 2*16; recordSize != want {
 		t.Fatalf("record is %d bytes, bpf/nstrace.h lays out %d", recordSize, want)
+	}
+	// The fields every record carries, then exec's, exit's and
+	// untracked's (2 u64, 6 u32), then fork's and clone's (1 u64 and
+	// ns_other).
+	if want := 3*8 + 10*4 + 10*4 + 16 + 2*8 + 6*4; shortSize != want {
+		t.Errorf("exec and exit records carry %d bytes, bpf/nstrace.h lays out %d", shortSize, want)
+	}
+	if want := shortSize + 8 + 10*4; forkSize != want {
+		t.Errorf("fork records carry %d bytes, bpf/nstrace.h lays out %d", forkSize, want)
 	}
 	if kindOffset != int(unsafe.Offsetof(nstraceCgroupEvent{}.Kind)) {
 		t.Fatal("struct event and struct cgroup_event keep kind at different offsets")
@@ -138,6 +156,13 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 	var e event.Event
 	if err := d.Decode(make([]byte, recordSize-1), &e); !errors.Is(err, ErrShortRecord) {
 		t.Errorf("short record: %v", err)
+	}
+	// A byte less than the part of struct event its kind carries.
+	for _, k := range []nstraceNstKind{nstraceNstKindNST_EV_EXIT, nstraceNstKindNST_EV_FORK, nstraceNstKindNST_EV_COMM} {
+		raw := record(nstraceEvent{Kind: uint32(k)}, nil)
+		if err := d.Decode(raw[:len(raw)-1], &e); !errors.Is(err, ErrShortRecord) {
+			t.Errorf("kind %d, %d bytes: %v", k, len(raw)-1, err)
+		}
 	}
 	if err := d.Decode(record(nstraceEvent{Kind: 99}, nil), &e); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("unknown kind: %v", err)

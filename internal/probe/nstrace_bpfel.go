@@ -25,7 +25,6 @@ type nstraceCgroupEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
 	CgroupId uint64
-	Unused   [3]uint64
 	LostSeq  uint64
 	Kind     uint32
 	Pad      uint32
@@ -37,9 +36,6 @@ type nstraceEvent struct {
 	_           structs.HostLayout
 	TsNs        uint64
 	CgroupId    uint64
-	DurationNs  uint64
-	FlagsRaw    uint64
-	Ret         int64
 	LostSeq     uint64
 	Kind        uint32
 	Flags       uint32
@@ -49,25 +45,28 @@ type nstraceEvent struct {
 	Nspid       uint32
 	Uid         uint32
 	Gid         uint32
+	Euid        uint32
+	Egid        uint32
+	Ns          [10]uint32
+	Comm        [16]int8
+	DurationNs  uint64
+	Ret         int64
+	ExitStatus  uint32
 	ChildPid    uint32
 	ChildNspid  uint32
-	ExitStatus  uint32
+	FilenameLen uint32
+	ArgsLen     uint32
+	Ancestors   uint32
+	FlagsRaw    uint64
+	NsOther     [10]uint32
 	Fd          int32
 	TargetNs    uint32
 	TargetType  uint32
 	TargetPid   uint32
-	FilenameLen uint32
-	ArgsLen     uint32
-	Ancestors   uint32
-	Euid        uint32
-	Egid        uint32
 	OldUid      uint32
 	OldEuid     uint32
 	OldGid      uint32
 	OldEgid     uint32
-	Ns          [10]uint32
-	NsOther     [10]uint32
-	Comm        [16]int8
 	CommNew     [16]int8
 }
 
