@@ -454,26 +454,65 @@ static __always_inline bool cgroup_recent(__u64 id)
 #undef NST_FN
 #undef NST_COMM
 
+/*
+ * Fill a reserved record about t, whose namespaces (ns, nspid) the caller
+ * has read and filtered on and whose cgroup it has noted (cgid): its
+ * identity, and its ancestors when asked for.
+ */
+static __always_inline void fill_event(struct event *e, struct task_struct *t, const __u32 *ns, __u32 nspid,
+				       __u64 cgid)
+{
+	__builtin_memcpy(e->ns, ns, sizeof(e->ns));
+	e->nspid = nspid;
+	e->cgroup_id = cgid;
+	fill_ident_btf(e, t);
+	if (nst_ancestors)
+		fill_ancestors_btf(e, t);
+}
+
+/*
+ * Start a record about t, of size bytes (a constant: NST_REC_* or all of
+ * struct event): its cgroup's names go ahead of it if they must, then it
+ * is reserved and filled (fill_event). NULL if the ring buffer is full.
+ */
+static __always_inline struct event *start_event(struct task_struct *t, const __u32 *ns, __u32 nspid, __u64 size)
+{
+	__u64 cgid = note_cgroup_btf(t);
+	struct event *e = reserve_event(size);
+
+	if (e)
+		fill_event(e, t, ns, nspid, cgid);
+	return e;
+}
+
 /* A child that could not join the traced set: say so in the feed. */
 static __always_inline void emit_untracked(struct task_struct *parent, __u32 child)
 {
+	__u32 ns[NST_NS_COUNT] = {};
 	struct event *e;
-
-	__u64 cgid;
+	__u32 nspid;
 
 	count_lost(NST_LOST_TRACKED);
-	cgid = note_cgroup_btf(parent);
-	e = reserve_event(NST_REC_SHORT);
+	nspid = read_ns_btf(parent, ns);
+	e = start_event(parent, ns, nspid, NST_REC_SHORT);
 	if (!e)
 		return;
-	e->nspid = read_ns_btf(parent, e->ns);
-	e->cgroup_id = cgid;
-	fill_ident_btf(e, parent);
-	if (nst_ancestors)
-		fill_ancestors_btf(e, parent);
 	e->kind = NST_EV_UNTRACKED;
 	e->child_pid = child;
 	submit(e);
+}
+
+/*
+ * Are cns the namespaces a child of a task in ns has when the clone made
+ * none: all its parent's, but the pid namespace, which is the parent's
+ * for children?
+ */
+static __always_inline bool ns_inherited(const __u32 *ns, const __u32 *cns)
+{
+	for (int i = 0; i < NST_NS_COUNT; i++)
+		if (cns[i] != ns[i == NST_NS_PID ? NST_NS_PID_FOR_CHILDREN : i])
+			return false;
+	return true;
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -527,18 +566,24 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 	if (!ns_pass(ns, cns) || !cgroup_pass(parent))
 		return 0;
 	cgid = note_cgroup_btf(parent);
-	e = reserve_event(NST_REC_FORK);
-	if (!e)
-		return 0;
-	__builtin_memcpy(e->ns, ns, sizeof(ns));
-	__builtin_memcpy(e->ns_other, cns, sizeof(cns));
-	e->nspid = nspid;
-	e->cgroup_id = cgid;
-	fill_ident_btf(e, parent);
-	if (nst_ancestors)
-		fill_ancestors_btf(e, parent);
+	/*
+	 * Most children are in their parent's namespaces: the record says so
+	 * rather than carry them, and is a line shorter.
+	 */
+	if (!flags && ns_inherited(ns, cns)) {
+		e = reserve_event(NST_REC_SHORT);
+		if (!e)
+			return 0;
+		e->flags = NST_F_CHILD_NS_INHERITED;
+	} else {
+		e = reserve_event(NST_REC_FORK);
+		if (!e)
+			return 0;
+		__builtin_memcpy(e->ns_other, cns, sizeof(cns));
+		e->flags_raw = flags;
+	}
+	fill_event(e, parent, ns, nspid, cgid);
 	e->kind = flags ? NST_EV_CLONE : NST_EV_FORK;
-	e->flags_raw = flags;
 	e->child_pid = ctgid;
 	e->child_nspid = cnspid;
 	e->ret = ctgid;
@@ -641,10 +686,7 @@ static __always_inline bool exec_in_place(struct task_struct *p, const char *fil
 		e->flags |= NST_F_ARGS_UNREADABLE;
 		len = 0;
 	}
-	__builtin_memcpy(e->ns, ns, sizeof(ns));
-	e->nspid = nspid;
-	e->cgroup_id = cgid;
-	fill_ident_btf(e, p);
+	fill_event(e, p, ns, nspid, cgid);
 	e->kind = NST_EV_EXEC;
 	e->filename_len = n;
 	e->args_len = len;
@@ -710,7 +752,6 @@ int BPF_PROG(nst_comm, struct task_struct *t, const char *comm)
 	__u32 ns[NST_NS_COUNT] = {};
 	struct event *e;
 	__u32 nspid;
-	__u64 cgid;
 
 	/*
 	 * Every exec names the task after its new file (begin_new_exec):
@@ -723,16 +764,9 @@ int BPF_PROG(nst_comm, struct task_struct *t, const char *comm)
 	nspid = read_ns_btf(t, ns);
 	if (!ns_pass(ns, NULL) || !cgroup_pass(t))
 		return 0;
-	cgid = note_cgroup_btf(t);
-	e = reserve_event(sizeof(*e));
+	e = start_event(t, ns, nspid, sizeof(*e));
 	if (!e)
 		return 0;
-	__builtin_memcpy(e->ns, ns, sizeof(ns));
-	e->nspid = nspid;
-	e->cgroup_id = cgid;
-	fill_ident_btf(e, t);
-	if (nst_ancestors)
-		fill_ancestors_btf(e, t);
 	e->kind = NST_EV_COMM;
 	/* The renamed thread's own name, before and after. */
 	__builtin_memcpy(e->comm, t->comm, NST_COMM_LEN);
@@ -749,7 +783,6 @@ static __always_inline int exit_report(struct task_struct *p)
 	__u32 ns[NST_NS_COUNT] = {};
 	__u32 tgid = p->tgid, nspid;
 	struct event *e;
-	__u64 cgid;
 
 	if (nst_filter_pids) {
 		if (!bpf_map_lookup_elem(&traced, &tgid))
@@ -762,16 +795,9 @@ static __always_inline int exit_report(struct task_struct *p)
 	nspid = read_ns_btf(p, ns);
 	if (!ns_pass(ns, NULL) || !cgroup_pass(p))
 		return 0;
-	cgid = note_cgroup_btf(p);
-	e = reserve_event(NST_REC_SHORT);
+	e = start_event(p, ns, nspid, NST_REC_SHORT);
 	if (!e)
 		return 0;
-	__builtin_memcpy(e->ns, ns, sizeof(ns));
-	e->nspid = nspid;
-	e->cgroup_id = cgid;
-	fill_ident_btf(e, p);
-	if (nst_ancestors)
-		fill_ancestors_btf(e, p);
 	e->kind = NST_EV_EXIT;
 	e->duration_ns = e->ts_ns - leader->start_boottime;
 	/* What wait(2) reports: the group's code, or the leader's own. */

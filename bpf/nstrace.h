@@ -87,6 +87,12 @@ enum nst_flag {
 	NST_F_TARGET_NSFS = 1 << 4,
 	NST_F_COMPAT = 1 << 5, /* a 32-bit (compat) system call */
 	NST_F_ANCESTORS = 1 << 6, /* NST_ANCESTORS_MAX struct ancestor follow */
+	/*
+	 * fork: the child's namespaces are its parent's, but its pid
+	 * namespace, which is the parent's for children; ns_other is not
+	 * carried.
+	 */
+	NST_F_CHILD_NS_INHERITED = 1 << 7,
 };
 
 /* What a system call is to nstrace: the loader's table by number. */
@@ -165,7 +171,7 @@ struct event {
 
 /* How much of struct event exec, exit and untracked records carry. */
 #define NST_REC_SHORT __builtin_offsetof(struct event, flags_raw)
-/* How much fork and clone records carry. */
+/* How much fork and clone records carry (but NST_F_CHILD_NS_INHERITED). */
 #define NST_REC_FORK __builtin_offsetof(struct event, fd)
 
 /*

@@ -65,12 +65,14 @@ const (
 	flagArgsUnreadable    = uint32(nstraceNstFlagNST_F_ARGS_UNREADABLE)
 	flagCompat            = uint32(nstraceNstFlagNST_F_COMPAT)
 	flagAncestors         = uint32(nstraceNstFlagNST_F_ANCESTORS)
+	flagChildNSInherited  = uint32(nstraceNstFlagNST_F_CHILD_NS_INHERITED)
 )
 
 // recordSize is all of struct event. A record carries it up to the end of
 // its kind's fields (bpf/nstrace.h): exec, exit and untracked records up
-// to flags_raw (shortSize), fork and clone records up to fd (forkSize),
-// the others and every record with ancestors all of it. Exec records
+// to flags_raw (shortSize), fork and clone records up to fd (forkSize) or,
+// when the child's namespaces are its parent's, as far as exec's; the
+// others and every record with ancestors all of it. Exec records
 // carry the filename and argv after that fixed part.
 const (
 	recordSize = int(unsafe.Sizeof(nstraceEvent{}))
@@ -87,6 +89,9 @@ func fixedSize(kind, flags uint32) int {
 	case uint32(nstraceNstKindNST_EV_EXEC), uint32(nstraceNstKindNST_EV_EXIT), uint32(nstraceNstKindNST_EV_UNTRACKED):
 		return shortSize
 	case uint32(nstraceNstKindNST_EV_FORK), uint32(nstraceNstKindNST_EV_CLONE):
+		if flags&flagChildNSInherited != 0 {
+			return shortSize
+		}
 		return forkSize
 	}
 	return recordSize
@@ -204,7 +209,14 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 	case event.Fork, event.Clone:
 		e.ChildPID = r.ChildPid
 		e.ChildNSPID = r.ChildNspid
-		e.ChildNS = widen(&r.NsOther)
+		if r.Flags&flagChildNSInherited != 0 {
+			// The parent's, but the pid namespace: the parent's for
+			// children.
+			e.ChildNS = e.NS
+			e.ChildNS[ns.Pid] = e.NS[ns.PidForChildren]
+		} else {
+			e.ChildNS = widen(&r.NsOther)
+		}
 		e.FlagsRaw = r.FlagsRaw
 		e.Ret = r.Ret
 	case event.Exit:

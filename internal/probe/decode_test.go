@@ -24,6 +24,9 @@ func record(r nstraceEvent, tail []byte) []byte {
 			carried = int(unsafe.Offsetof(r.FlagsRaw))
 		case uint32(nstraceNstKindNST_EV_FORK), uint32(nstraceNstKindNST_EV_CLONE):
 			carried = int(unsafe.Offsetof(r.Fd))
+			if r.Flags&flagChildNSInherited != 0 {
+				carried = int(unsafe.Offsetof(r.FlagsRaw))
+			}
 		}
 	}
 	full := make([]byte, recordSize)
@@ -139,6 +142,21 @@ func TestDecodeForkAndSetns(t *testing.T) {
 	}
 	if e.ChildPID != 11 || e.ChildNSPID != 1 || e.ChildNS[ns.Pid] != 200 {
 		t.Errorf("fork %+v", e)
+	}
+	// A child in its parent's namespaces: the record does not carry
+	// them, and the child's pid namespace is the parent's for children.
+	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_FORK), Flags: flagChildNSInherited, Pid: 10, ChildPid: 12, ChildNspid: 12}
+	for i := range r.Ns {
+		r.Ns[i] = 4026531830 + uint32(i)
+	}
+	r.Ns[ns.PidForChildren] = 4026532000
+	if err := d.Decode(record(r, nil), &e); err != nil {
+		t.Fatal(err)
+	}
+	want := e.NS
+	want[ns.Pid] = 4026532000
+	if e.ChildPID != 12 || e.ChildNS != want || e.NS[ns.Pid] != 4026531834 {
+		t.Errorf("fork in the parent's namespaces: child %v, parent %v", e.ChildNS, e.NS)
 	}
 	r = nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_SETNS), Fd: -1, Ret: -9, FlagsRaw: 0x40000000, TargetNs: 55, TargetType: 0x40000000}
 	r.NsOther[ns.Net] = 1

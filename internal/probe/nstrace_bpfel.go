@@ -110,6 +110,7 @@ const (
 	nstraceNstFlagNST_F_TARGET_NSFS        nstraceNstFlag = 16
 	nstraceNstFlagNST_F_COMPAT             nstraceNstFlag = 32
 	nstraceNstFlagNST_F_ANCESTORS          nstraceNstFlag = 64
+	nstraceNstFlagNST_F_CHILD_NS_INHERITED nstraceNstFlag = 128
 )
 
 type nstraceNstKind uint32
