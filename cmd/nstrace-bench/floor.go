@@ -20,6 +20,7 @@ type floors struct {
 	empty map[string]float64 // ns per run of an empty program, by hook
 	ring  float64            // ns per run: an 8-byte ring buffer record, on sched_process_exec
 	user  float64            // ns per run: one 8-byte read of user memory there
+	clock float64            // ns per run: one read of CLOCK_BOOTTIME there
 }
 
 // floorHooks are the tracepoints nstrace's programs run on.
@@ -29,7 +30,8 @@ var floorHooks = []string{"sched_process_fork", "sched_process_exec", "sched_pro
 // an empty program on each hook; of one that only queues an 8-byte ring
 // buffer record (reserve and submit, read by a reader that rests 25 ms
 // between batches); and of one that only reads 8 bytes of the new image's
-// arguments from user memory, as an exec program must.
+// arguments from user memory, as an exec program must; and of one that
+// only reads the clock every event's time comes from.
 func floorTable() {
 	fmt.Printf("floor: the same %d-exec storms under programs that do (almost) nothing, bpf_stats, median of %d:\n", *n, kernelStorms)
 	f, err := measureFloors()
@@ -42,6 +44,7 @@ func floorTable() {
 	}
 	fmt.Printf("  %-58s %6.0f ns\n", "sched_process_exec: an 8-byte ring buffer record", f.ring)
 	fmt.Printf("  %-58s %6.0f ns\n", "sched_process_exec: an 8-byte read of user memory (argv)", f.user)
+	fmt.Printf("  %-58s %6.0f ns\n", "sched_process_exec: a CLOCK_BOOTTIME timestamp", f.clock)
 	results.floor = f
 }
 
@@ -116,6 +119,13 @@ func measureFloors() (*floors, error) {
 		asm.Add.Imm(asm.R1, -8),
 		asm.Mov.Imm(asm.R2, 8),
 		asm.FnProbeReadUser.Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}); err != nil {
+		return nil, err
+	}
+	if f.clock, err = execFloor("floor_clock", asm.Instructions{
+		asm.FnKtimeGetBootNs.Call(),
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
 	}); err != nil {
