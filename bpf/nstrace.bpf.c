@@ -645,23 +645,15 @@ static __always_inline long exec_filename(struct exec_buf *b, const char *name, 
  */
 #define NST_EXEC_SMALL 256
 
-static __always_inline bool exec_in_place(struct task_struct *p, const char *filename, unsigned long start,
-					  unsigned long len)
+static __always_inline bool exec_in_place(struct task_struct *p, const __u32 *ns, __u32 nspid, __u64 cgid,
+					  const char *filename, unsigned long start, unsigned long len)
 {
-	__u32 ns[NST_NS_COUNT] = {};
 	struct event *e;
 	char *tail;
-	__u32 nspid;
-	__u64 cgid;
 	long n;
 
 	if (nst_ancestors || len > NST_EXEC_SMALL / 2)
 		return false;
-	nspid = read_ns_btf(p, ns);
-	if (!ns_pass(ns, NULL))
-		return true;
-	/* The cgroup's names, if they go, go ahead of the record. */
-	cgid = note_cgroup_btf(p);
 	e = bpf_ringbuf_reserve(&events, NST_REC_SHORT + NST_EXEC_SMALL, 0);
 	if (!e) {
 		count_lost(NST_LOST_RINGBUF);
@@ -698,10 +690,12 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	unsigned long start, end, len;
+	__u32 ns[NST_NS_COUNT] = {};
+	__u32 old = old_pid, nspid;
 	struct exec_buf *b;
 	struct mm_struct *mm;
 	struct event *e;
-	__u32 old = old_pid;
+	__u64 cgid;
 	long n;
 
 	/* A watched execve succeeded: no failure to report. */
@@ -717,18 +711,19 @@ int BPF_PROG(nst_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	start = mm->arg_start;
 	end = mm->arg_end;
 	len = end > start ? end - start : 0;
-	if (exec_in_place(p, bprm->filename, start, len))
+	nspid = read_ns_btf(p, ns);
+	if (!ns_pass(ns, NULL))
+		return 0;
+	/* The cgroup's names, if they go, go ahead of the record. */
+	cgid = note_cgroup_btf(p);
+	if (exec_in_place(p, ns, nspid, cgid, bprm->filename, start, len))
 		return 0;
 	b = exec_heap_get();
 	if (!b)
 		return 0;
 	e = &b->ev;
-	fill_task_btf(e, p);
+	fill_event(e, p, ns, nspid, cgid);
 	e->kind = NST_EV_EXEC;
-	if (!ns_wanted(e))
-		return 0;
-	if (nst_ancestors)
-		fill_ancestors_btf(e, p);
 	n = exec_filename(b, bprm->filename, false);
 	if (len > NST_ARGS_MAX) {
 		len = NST_ARGS_MAX;
