@@ -479,6 +479,10 @@ func chooseHooks(want Hooks) (Hooks, string) {
 // by loading and attaching a program that does nothing at a function
 // entry.
 func FentryAllowed() error {
+	// Before 5.11 a load can fail for the memory lock limit alone.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising the memlock limit: %w", err)
+	}
 	spec, err := loadNstrace()
 	if err != nil {
 		return err
@@ -488,6 +492,11 @@ func FentryAllowed() error {
 		return err
 	}
 	prog, err := ebpf.NewProgram(specs.NstFentryOk)
+	if errors.Is(err, unix.EPERM) {
+		// Not the memory lock limit, which the library's message
+		// suggests: it was lifted above.
+		return errors.New("loading a fentry program: operation not permitted")
+	}
 	if err != nil {
 		return err
 	}
