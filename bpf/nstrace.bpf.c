@@ -99,6 +99,11 @@ const struct wake_event *unused_wake_event __attribute__((unused));
 /* The bytes of ancestors after a record, when asked for. */
 #define NST_ANC_BYTES (NST_ANCESTORS_MAX * sizeof(struct ancestor))
 
+/*
+ * Room for the longest exec record: all of struct event, the ancestors and
+ * the tail. The tail starts at exec_tail(): within ev, where the part exec
+ * records carry ends, unless ancestors come first.
+ */
 struct exec_buf {
 	struct event ev;
 	char data[NST_ANC_BYTES + NST_FILENAME_MAX + NST_ARGS_MAX];
