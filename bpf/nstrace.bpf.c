@@ -587,6 +587,11 @@ int BPF_PROG(nst_fork, struct task_struct *parent, struct task_struct *child)
 		__builtin_memcpy(e->ns_other, cns, sizeof(cns));
 		e->flags_raw = flags;
 	}
+	/*
+	 * The child's birth time, which copy_process took a moment ago on
+	 * the same clock: no need to read it again.
+	 */
+	e->ts_ns = child->start_boottime;
 	fill_event(e, parent, ns, nspid, cgid);
 	e->kind = flags ? NST_EV_CLONE : NST_EV_FORK;
 	e->child_pid = ctgid;

@@ -124,7 +124,9 @@ static __always_inline void NST_FN(fill_ident)(struct event *e, struct task_stru
 {
 	struct task_struct *leader = NST_R(t, group_leader);
 
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	/* Unless the caller knows when the event happened, it is now. */
+	if (!e->ts_ns)
+		e->ts_ns = bpf_ktime_get_boot_ns();
 	e->lost_seq = nst_lost_seq;
 	e->pid = NST_R(t, tgid);
 	e->tid = NST_R(t, pid);

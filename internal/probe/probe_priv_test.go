@@ -211,7 +211,9 @@ func TestPrivilegedExitCodeAndForkPairs(t *testing.T) {
 	c := testutil.Collect(t, event.AllKinds())
 	m := marker()
 	cmd := exec.Command("sh", "-c", "/bin/echo "+m+" >/dev/null; exit 7")
+	before := time.Now()
 	err := cmd.Run()
+	after := time.Now()
 	if cmd.ProcessState.ExitCode() != 7 {
 		t.Fatalf("sh: %v", err)
 	}
@@ -231,6 +233,28 @@ func TestPrivilegedExitCodeAndForkPairs(t *testing.T) {
 	echoExit := c.Wait(t, 1, wait, kindPID(event.Exit, ex.PID))[0]
 	if echoExit.ExitCode != 0 || string(echoExit.Comm) != "echo" {
 		t.Errorf("echo exit %d comm %q", echoExit.ExitCode, echoExit.Comm)
+	}
+
+	// Each event happened while sh ran, in the order they came about.
+	// (The wall clock is the boot clock plus an offset taken to within
+	// microseconds: a millisecond either side is room enough.)
+	const slack = time.Millisecond
+	seq := []*event.Event{fk, ex, echoExit, ee}
+	for i, e := range seq {
+		if e.Time.Before(before.Add(-slack)) || e.Time.After(after.Add(slack)) {
+			t.Errorf("%s of %d at %s, outside the run %s to %s", e.Kind, e.PID,
+				e.Time.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro))
+		}
+		if i > 0 && e.Time.Before(seq[i-1].Time) {
+			t.Errorf("%s of %d at %s, before the %s at %s", e.Kind, e.PID, e.Time.Format(time.StampMicro),
+				seq[i-1].Kind, seq[i-1].Time.Format(time.StampMicro))
+		}
+	}
+	// A fork's time is the child's birth, from which its exit counts its
+	// lifetime: the two agree.
+	if d := echoExit.Time.Sub(fk.Time) - echoExit.Duration; d < -slack || d > slack {
+		t.Errorf("echo forked at %s, exited at %s after %s: off by %s", fk.Time.Format(time.StampMicro),
+			echoExit.Time.Format(time.StampMicro), echoExit.Duration, d)
 	}
 }
 
