@@ -60,6 +60,9 @@ const (
 	// HooksTracepoint attaches to the raw sys_enter and sys_exit
 	// tracepoints: every system call pays a few compares.
 	HooksTracepoint Hooks = "tracepoint"
+	// HooksNone: no system call is watched, as no event selected needs
+	// one. Reported, never asked for.
+	HooksNone Hooks = "none"
 )
 
 // Options choose what the probe traces.
@@ -335,9 +338,13 @@ func Open(opts Options) (*Probe, error) {
 	if err := checkKernel(); err != nil {
 		return nil, err
 	}
-	hooks, note := HooksTracepoint, "no clone, unshare or setns event selected"
-	if needsSyscalls(opts.Kinds) {
+	hooks, note := HooksNone, "no clone, unshare or setns event selected"
+	switch {
+	case needsSyscalls(opts.Kinds):
 		hooks, note = chooseHooks(opts.Hooks)
+	case needsRawSyscalls(opts, HooksTracepoint):
+		hooks = HooksTracepoint
+		note = "uid, sid, ptrace and failed execs are caught only there; " + note
 	}
 	p, err := open(opts, hooks, note)
 	if err != nil && hooks == HooksFentry && opts.Hooks == HooksAuto {

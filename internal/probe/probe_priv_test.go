@@ -490,6 +490,38 @@ func TestPrivilegedHookPath(t *testing.T) {
 	}
 }
 
+// Events that need no system call watch none, and say so; those only the
+// raw syscall tracepoints catch are caught there whatever the kernel
+// allows.
+func TestPrivilegedHooksByEvents(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	for _, tc := range []struct {
+		name  string
+		kinds event.KindSet
+		want  probe.Hooks
+	}{
+		{"fork,exec,exit", event.Kinds(event.Fork, event.Exec, event.Exit), probe.HooksNone},
+		{"exec,uid", event.Kinds(event.Exec, event.UID), probe.HooksTracepoint},
+	} {
+		before := testutil.LoadedPrograms()
+		p, err := probe.Open(probe.Options{Kinds: tc.kinds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys := false
+		for id, name := range testutil.LoadedPrograms() {
+			if _, old := before[id]; !old && strings.HasPrefix(name, "nst_sys_") {
+				sys = true
+			}
+		}
+		got, why := p.Hooks()
+		p.Close()
+		if got != tc.want || sys != (tc.want == probe.HooksTracepoint) {
+			t.Errorf("%s: hooks %s (%s), syscall tracepoint programs loaded: %v; want %s", tc.name, got, why, sys, tc.want)
+		}
+	}
+}
+
 func TestPrivilegedUnshareForkPid(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.AllKinds())
