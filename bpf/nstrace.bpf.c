@@ -460,6 +460,18 @@ static __always_inline bool cgroup_recent(__u64 id)
 #undef NST_COMM
 
 /*
+ * Fill the identity of t (the current task of a syscall hook), its
+ * namespaces and cgroup id included. The tp_btf programs read and filter
+ * on the namespaces first, then fill the rest (fill_event).
+ */
+static __always_inline void fill_task_any(struct event *e, struct task_struct *t)
+{
+	e->nspid = read_ns_any(t, e->ns);
+	e->cgroup_id = note_cgroup_any(t);
+	fill_ident_any(e, t);
+}
+
+/*
  * Fill a reserved record about t, whose namespaces (ns, nspid) the caller
  * has read and filtered on and whose cgroup it has noted (cgid): its
  * identity, and its ancestors when asked for.

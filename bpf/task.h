@@ -138,14 +138,6 @@ static __always_inline void NST_FN(fill_ident)(struct event *e, struct task_stru
 	NST_COMM(e->comm, leader);
 }
 
-/* Fill the identity of t, namespaces and cgroup id included. */
-static __always_inline void NST_FN(fill_task)(struct event *e, struct task_struct *t)
-{
-	e->nspid = NST_FN(read_ns)(t, e->ns);
-	e->cgroup_id = NST_FN(note_cgroup)(t);
-	NST_FN(fill_ident)(e, t);
-}
-
 /*
  * The parents of t, up to NST_ANCESTORS_MAX, into the slots after the
  * record; the first task (pid 0) ends the line.
