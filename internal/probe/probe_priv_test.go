@@ -458,12 +458,7 @@ func TestPrivilegedHookPath(t *testing.T) {
 	if want != probe.HooksAuto && got != want {
 		t.Fatalf("hooks %s (%s), want %s", got, why, want)
 	}
-	progs := map[string]bool{}
-	for id, name := range testutil.LoadedPrograms() {
-		if _, old := before[id]; !old {
-			progs[name] = true
-		}
-	}
+	progs := testutil.ProgramsSince(before)
 	wantProg := map[probe.Hooks]string{probe.HooksFentry: "nst_unshare_in", probe.HooksTracepoint: "nst_sys_enter"}[got]
 	if !progs[wantProg] || len(progs) != 2 {
 		t.Errorf("programs loaded for unshare events over %s: %v, want %s and its exit", got, progs, wantProg)
@@ -508,12 +503,8 @@ func TestPrivilegedHooksByEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sys := false
-		for id, name := range testutil.LoadedPrograms() {
-			if _, old := before[id]; !old && strings.HasPrefix(name, "nst_sys_") {
-				sys = true
-			}
-		}
+		progs := testutil.ProgramsSince(before)
+		sys := progs["nst_sys_enter"] || progs["nst_sys_exit"]
 		got, why := p.Hooks()
 		p.Close()
 		if got != tc.want || sys != (tc.want == probe.HooksTracepoint) {

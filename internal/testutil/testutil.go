@@ -162,6 +162,18 @@ func LoadedPrograms() map[ebpf.ProgramID]string {
 	}
 }
 
+// ProgramsSince names the nstrace programs loaded since before was
+// listed (LoadedPrograms).
+func ProgramsSince(before map[ebpf.ProgramID]string) map[string]bool {
+	progs := map[string]bool{}
+	for id, name := range LoadedPrograms() {
+		if _, old := before[id]; !old {
+			progs[name] = true
+		}
+	}
+	return progs
+}
+
 // WaitProgramsGone fails t unless every nstrace program loaded since
 // before was listed is gone within 5 seconds.
 func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
