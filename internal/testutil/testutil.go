@@ -7,6 +7,8 @@ package testutil
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -162,12 +164,14 @@ func LoadedPrograms() map[ebpf.ProgramID]string {
 	}
 }
 
-// ProgramsSince names the nstrace programs loaded since before was
-// listed (LoadedPrograms).
+// ProgramsSince names the nstrace programs this process loaded since
+// before was listed (LoadedPrograms). Programs other processes load
+// meanwhile (other test packages run at the same time) are not counted.
 func ProgramsSince(before map[ebpf.ProgramID]string) map[string]bool {
+	own := heldPrograms(func(pid int) bool { return pid == os.Getpid() })
 	progs := map[string]bool{}
 	for id, name := range LoadedPrograms() {
-		if _, old := before[id]; !old {
+		if _, old := before[id]; !old && own[id] {
 			progs[name] = true
 		}
 	}
@@ -175,14 +179,17 @@ func ProgramsSince(before map[ebpf.ProgramID]string) map[string]bool {
 }
 
 // WaitProgramsGone fails t unless every nstrace program loaded since
-// before was listed is gone within 5 seconds.
+// before was listed is gone within 5 seconds, but for those held by
+// processes that are not this one's descendants: other test packages,
+// run at the same time, load programs of their own.
 func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		others := heldPrograms(func(pid int) bool { return !descends(pid, os.Getpid()) })
 		left := map[ebpf.ProgramID]string{}
 		for id, name := range LoadedPrograms() {
-			if _, old := before[id]; !old {
+			if _, old := before[id]; !old && !others[id] {
 				left[id] = name
 			}
 		}
@@ -194,6 +201,57 @@ func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// heldPrograms lists the BPF programs that processes chosen by which hold
+// through a program or link fd: what keeps a program in the kernel.
+func heldPrograms(which func(pid int) bool) map[ebpf.ProgramID]bool {
+	held := map[ebpf.ProgramID]bool{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || !which(pid) {
+			continue
+		}
+		infos, _ := filepath.Glob("/proc/" + d.Name() + "/fdinfo/*")
+		for _, path := range infos {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+					if id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+						held[ebpf.ProgramID(id)] = true
+					}
+				}
+			}
+		}
+	}
+	return held
+}
+
+// descends reports whether process pid is ancestor or one of its
+// descendants.
+func descends(pid, ancestor int) bool {
+	for i := 0; pid > 1 && i < 64; i++ {
+		if pid == ancestor {
+			return true
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		// The parent is the second field after the command's closing ")".
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			return false
+		}
+	}
+	return pid == ancestor
 }
 
 // HooksEnv makes the privileged tests catch namespace system calls one
