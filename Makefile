@@ -39,9 +39,10 @@ check-generated: generate
 
 # Tools the privileged tests run; as root, missing ones are installed.
 # The container tests drive runc, containerd (ctr), Docker and Podman,
-# starting containerd and dockerd themselves when none runs.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool containerd ctr dockerd docker podman
-TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman
+# starting containerd and dockerd themselves when none runs; Graphviz's
+# dot renders nstrace ns --dot.
+TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool containerd ctr dockerd docker podman dot
+TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman graphviz
 
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \

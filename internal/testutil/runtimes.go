@@ -39,7 +39,7 @@ func NeedTools(t testing.TB, tools ...string) {
 	t.Helper()
 	pkgs := map[string]string{
 		"runc": "runc", "busybox": "busybox-static", "containerd": "containerd", "ctr": "containerd",
-		"docker": "docker.io", "dockerd": "docker.io", "podman": "podman",
+		"docker": "docker.io", "dockerd": "docker.io", "podman": "podman", "dot": "graphviz",
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
