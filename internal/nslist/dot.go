@@ -59,8 +59,8 @@ func writeDot(out io.Writer, rows []nsRow) error {
 	b := bufio.NewWriter(out)
 	b.WriteString("// nstrace ns --dot: containers, pods as clusters, and the namespaces they\n" +
 		"// hold; the host's namespaces are left out. Render with dot -Tsvg.\n")
-	b.WriteString("digraph namespaces {\n\trankdir=LR;\n\tnode [fontname=\"Helvetica,Arial,sans-serif\", fontsize=11];\n" +
-		"\tedge [color=\"#666666\"];\n")
+	b.WriteString("digraph namespaces {\n\trankdir=LR;\n\tgraph [fontname=\"Helvetica,Arial,sans-serif\", fontsize=12];\n" +
+		"\tnode [fontname=\"Helvetica,Arial,sans-serif\", fontsize=11];\n\tedge [color=\"#666666\"];\n")
 	cluster := 0
 	for i := 0; i < len(cs); {
 		k := podKey(cs[i].Pod)
