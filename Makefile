@@ -18,12 +18,22 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build generate check-generated test-deps test test-unit test-kernels fuzz bench soak image kubeconform run clean
+.PHONY: all build man install generate check-generated test-deps test test-unit test-kernels fuzz bench soak image kubeconform run clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/nstrace
+
+# The man page, from the same flag definitions as --help.
+man: build
+	./$(BIN) --man > $(BIN).1
+
+# The binary and its man page, under $(DESTDIR)$(PREFIX).
+PREFIX ?= /usr/local
+install: build man
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/$(BIN)
+	install -D -m 0644 $(BIN).1 $(DESTDIR)$(PREFIX)/share/man/man1/$(BIN).1
 
 generate:
 	$(GO) generate ./internal/probe
@@ -121,4 +131,4 @@ run: build
 	./$(BIN) $(ARGS)
 
 clean:
-	rm -rf $(BIN) bin
+	rm -rf $(BIN) $(BIN).1 bin

@@ -166,7 +166,7 @@ func onlyCaps(t *testing.T, caps ...probe.Capability) []string {
 	return []string{"setpriv", "--inh-caps=" + set, "--ambient-caps=" + set, "--bounding-set=" + set, "--"}
 }
 
-// With the capabilities the README names, and no others, nstrace traces;
+// With the capabilities docs/node-agent.md names, and no others, nstrace traces;
 // with the required ones only it traces and names, in one line, what the
 // others would add; without one of the required ones it stops in one line.
 func TestPrivilegedCapabilitiesOnly(t *testing.T) {

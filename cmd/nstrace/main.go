@@ -53,49 +53,73 @@ and show only it and its descendants; exit with its status.
 Flags:
 `
 
-func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) {
-	cfg := tracer.Config{ReadyFD: -1}
+// traceArgs are the trace command's flags that need more than a Config
+// field: parseFlags checks and converts them.
+type traceArgs struct {
+	events, bufSize, hooks, limits *string
+	setns, unshare                 *bool
+	pids, nsList                   *[]string
+	duration                       *float64
+	showVersion, help, man         *bool
+}
+
+// traceFlags defines the trace command's flags, parsing into cfg. It is
+// the one definition --help and the man page are made from.
+func traceFlags(cfg *tracer.Config) (*pflag.FlagSet, traceArgs) {
 	sc := &cfg.Scope
+	var a traceArgs
 	fs := pflag.NewFlagSet("nstrace", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
-	events := fs.StringP("events", "e", "", "events to show, comma-separated: fork, exec, exit, clone, unshare, setns, comm, uid, sid, ptrace, core, nonzeroexit, all (default fork,exec,exit,clone,unshare,setns)")
-	setns := fs.Bool("setns", false, "show setns calls (adds setns to -e)")
-	unshare := fs.Bool("unshare", false, "show unshare calls (adds unshare to -e)")
+	a.events = fs.StringP("events", "e", "", "events to show, comma-separated: fork, exec, exit, clone, unshare, setns, comm, uid, sid, ptrace, core, nonzeroexit, all (default fork,exec,exit,clone,unshare,setns)")
+	a.setns = fs.Bool("setns", false, "show setns calls (adds setns to -e)")
+	a.unshare = fs.Bool("unshare", false, "show unshare calls (adds unshare to -e)")
 	fs.BoolVarP(&cfg.Failed, "failed", "x", false, "also show execs that failed, with the file tried and the errno")
 	fs.BoolVar(&cfg.Ancestors, "ancestors", false, "show each process's parents, up to 8, read in the kernel at the event")
 	fs.BoolVar(&sc.NSChanges, "ns-changes", false, "only events that move a process into other namespaces")
-	pids := fs.StringSliceP("pid", "p", nil, "only these processes (PID[,PID...])")
+	a.pids = fs.StringSliceP("pid", "p", nil, "only these processes (PID[,PID...])")
 	fs.BoolVarP(&sc.Follow, "follow", "f", false, "with --pid: also their descendants born from now on")
-	nsList := fs.StringArray("ns", nil, "only processes in this namespace: INODE, TYPE:INODE, pid:PID or TYPE:pid:PID (repeatable)")
+	a.nsList = fs.StringArray("ns", nil, "only processes in this namespace: INODE, TYPE:INODE, pid:PID or TYPE:pid:PID (repeatable)")
 	fs.StringArrayVar(&sc.Containers, "container", nil, "only processes of this container: name, id or id prefix, any runtime (repeatable)")
 	fs.StringArrayVar(&sc.Comms, "comm", nil, "only processes with this command name (repeatable)")
 	fs.BoolVar(&sc.OnlyHost, "host", false, "only processes in the host's namespaces (the kernel's first task's)")
 	fs.BoolVar(&sc.NotHost, "no-host", false, "only processes in some namespace other than the host's")
 	fs.BoolVar(&cfg.JSON, "json", false, "one JSON object per line")
-	duration := fs.Float64P("duration", "D", 0, "stop after this many seconds")
+	a.duration = fs.Float64P("duration", "D", 0, "stop after this many seconds")
 	fs.BoolVarP(&cfg.Stats, "stats", "S", false, "at the end, print event counts and mean lifetime per command name")
 	fs.BoolVarP(&cfg.Quiet, "quiet", "q", false, "print no events: only the summary (and -S's table)")
 	fs.StringVarP(&cfg.Output, "output", "o", "", "write the feed to this file instead of stdout")
 	fs.BoolVar(&cfg.AllNS, "all-ns", false, "show every namespace, not only those that differ from the host's")
-	bufSize := fs.String("buffer-size", strconv.Itoa(probe.DefaultBufferSize>>20)+"M", "ring buffer size (power of two; K, M, G suffixes)")
-	hooks := fs.String("syscall-hooks", "auto", "how to catch clone, unshare and setns: auto, fentry (kernel functions) or tracepoint (raw syscall tracepoints)")
+	a.bufSize = fs.String("buffer-size", strconv.Itoa(probe.DefaultBufferSize>>20)+"M", "ring buffer size (power of two; K, M, G suffixes)")
+	a.hooks = fs.String("syscall-hooks", "auto", "how to catch clone, unshare and setns: auto, fentry (kernel functions) or tracepoint (raw syscall tracepoints)")
 	fs.BoolVar(&cfg.Debug, "debug", false, "say which hooks are in use; print the full verifier log if the programs are rejected")
-	limits := fs.String("limits", "", "kernel table sizes: tracked=N,pending=N,clone=N")
+	a.limits = fs.String("limits", "", "kernel table sizes: tracked=N,pending=N,clone=N")
 	_ = fs.MarkHidden("limits")
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "write a newline to this fd once events flow, and close it")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (host:port) at /metrics")
-	showVersion := fs.Bool("version", false, "print the version, commit, Go and cilium/ebpf versions, BPF object hash")
-	help := fs.BoolP("help", "h", false, "show this help")
+	a.showVersion = fs.Bool("version", false, "print the version, commit, Go and cilium/ebpf versions, BPF object hash")
+	a.help = fs.BoolP("help", "h", false, "show this help")
+	a.man = fs.Bool("man", false, "print the man page, nstrace(1), in roff")
+	_ = fs.MarkHidden("man")
+	return fs, a
+}
 
+func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) {
+	cfg := tracer.Config{ReadyFD: -1}
+	sc := &cfg.Scope
+	fs, a := traceFlags(&cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, usageError{err}
 	}
-	if *help {
+	if *a.help {
 		fmt.Fprint(stderr, usageHead, fs.FlagUsages())
 		return cfg, errHelp
 	}
-	if *showVersion {
+	if *a.man {
+		writeMan(stdout)
+		return cfg, errHelp
+	}
+	if *a.showVersion {
 		i := version.Get(probe.ObjectSHA256())
 		fmt.Fprintf(stdout, "nstrace %s\ncommit %s\n%s\ncilium/ebpf %s\nBPF object sha256 %s\n", i.Version, i.Commit, i.Go, i.Ebpf, i.BPFObject)
 		return cfg, errHelp
@@ -112,7 +136,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 		return cfg, usagef("unexpected argument %q (a command goes after --)", fs.Arg(0))
 	}
 	var err error
-	if sc.PIDs, err = scope.ParsePIDs(*pids); err != nil {
+	if sc.PIDs, err = scope.ParsePIDs(*a.pids); err != nil {
 		return cfg, usagef("--pid: %v", err)
 	}
 	if sc.Follow && len(sc.PIDs) == 0 {
@@ -124,7 +148,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 	if sc.OnlyHost && sc.NotHost {
 		return cfg, usagef("--host and --no-host do not go together")
 	}
-	for _, spec := range *nsList {
+	for _, spec := range *a.nsList {
 		n, err := scope.ParseNSSpec(spec)
 		if err != nil {
 			return cfg, usagef("--ns: %v", err)
@@ -133,37 +157,37 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 	}
 	switch {
 	case fs.Changed("events"):
-		if cfg.Kinds, err = event.ParseKinds(*events); err != nil {
+		if cfg.Kinds, err = event.ParseKinds(*a.events); err != nil {
 			return cfg, usageError{err}
 		}
-	case !(*setns || *unshare):
+	case !(*a.setns || *a.unshare):
 		cfg.Kinds = event.DefaultKinds()
 	}
-	if *setns {
+	if *a.setns {
 		cfg.Kinds = cfg.Kinds.Add(event.Setns)
 	}
-	if *duration < 0 {
-		return cfg, usagef("--duration: %v is not a number of seconds", *duration)
+	if *a.duration < 0 {
+		return cfg, usagef("--duration: %v is not a number of seconds", *a.duration)
 	}
-	cfg.Duration = time.Duration(*duration * float64(time.Second))
+	cfg.Duration = time.Duration(*a.duration * float64(time.Second))
 	if cfg.Failed {
 		// Failed execs are exec events: -x asks for them.
 		cfg.Kinds = cfg.Kinds.Add(event.Exec)
 	}
-	if *unshare {
+	if *a.unshare {
 		cfg.Kinds = cfg.Kinds.Add(event.Unshare)
 	}
-	switch h := probe.Hooks(*hooks); h {
+	switch h := probe.Hooks(*a.hooks); h {
 	case "auto":
 	case probe.HooksFentry, probe.HooksTracepoint:
 		cfg.Hooks = h
 	default:
-		return cfg, usagef("--syscall-hooks: %q is not auto, fentry or tracepoint", *hooks)
+		return cfg, usagef("--syscall-hooks: %q is not auto, fentry or tracepoint", *a.hooks)
 	}
-	if cfg.Limits, err = parseLimits(*limits); err != nil {
+	if cfg.Limits, err = parseLimits(*a.limits); err != nil {
 		return cfg, usagef("--limits: %v", err)
 	}
-	if cfg.BufferSize, err = parseSize(*bufSize); err != nil {
+	if cfg.BufferSize, err = parseSize(*a.bufSize); err != nil {
 		return cfg, usagef("--buffer-size: %v", err)
 	}
 	if err := probe.ValidBufferSize(cfg.BufferSize); err != nil {
@@ -229,19 +253,27 @@ const nsUsage = `Usage: nstrace ns [--json] [-t TYPE]    every namespace and who
 Flags:
 `
 
-// parseNSFlags reads the ns subcommand's flags.
-func parseNSFlags(args []string, stderr io.Writer) (nslist.Query, error) {
-	var q nslist.Query
-	fs := pflag.NewFlagSet("nstrace ns", pflag.ContinueOnError)
+// nsFlags defines the ns subcommand's flags, parsing into q: the one
+// definition for its --help and the man page. typ and help are the flags
+// that need more than a Query field.
+func nsFlags(q *nslist.Query) (fs *pflag.FlagSet, typ *string, help *bool) {
+	fs = pflag.NewFlagSet("nstrace ns", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&q.JSON, "json", false, "one JSON object per line")
 	fs.Uint32VarP(&q.PID, "pid", "p", 0, "the namespaces of this process")
-	typ := fs.StringP("type", "t", "", "only namespaces of this type ("+ns.ListedNames+")")
+	typ = fs.StringP("type", "t", "", "only namespaces of this type ("+ns.ListedNames+")")
 	fs.StringVarP(&q.Tree, "tree", "T", "", "draw a tree: owner (each under the user namespace owning it) or parent (pid and user nesting)")
 	fs.Lookup("tree").NoOptDefVal = "owner"
 	fs.BoolVar(&q.Members, "members", false, "list every process in each namespace and the containers they belong to")
 	fs.BoolVar(&q.Dot, "dot", false, "draw the containers and the namespaces they hold (shared ones shared) as a Graphviz graph")
-	help := fs.BoolP("help", "h", false, "show this help")
+	help = fs.BoolP("help", "h", false, "show this help")
+	return fs, typ, help
+}
+
+// parseNSFlags reads the ns subcommand's flags.
+func parseNSFlags(args []string, stderr io.Writer) (nslist.Query, error) {
+	var q nslist.Query
+	fs, typ, help := nsFlags(&q)
 	if err := fs.Parse(args); err != nil {
 		return q, usageError{err}
 	}

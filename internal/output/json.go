@@ -13,7 +13,7 @@ import (
 )
 
 // JSON writes one JSON object per event and line. Keys are snake_case and
-// documented in the README; users' jq scripts depend on them.
+// documented in docs/json.md; users' jq scripts depend on them.
 type JSON struct {
 	w   io.Writer
 	buf []byte

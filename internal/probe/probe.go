@@ -353,6 +353,13 @@ func Open(opts Options) (*Probe, error) {
 		// fall back as a whole.
 		p, err = open(opts, HooksTracepoint, fmt.Sprintf("fentry failed: %v", err))
 	}
+	if err != nil && hooks == HooksFentry && opts.Hooks == HooksFentry {
+		// The capabilities were checked: a refusal here is the kernel's
+		// answer to BPF trampolines, not the permission hint's.
+		if ferr := FentryAllowed(); ferr != nil {
+			return nil, fmt.Errorf("--syscall-hooks fentry: this kernel refuses BPF trampolines (%v): use --syscall-hooks auto or tracepoint", ferr)
+		}
+	}
 	return p, err
 }
 

@@ -483,6 +483,21 @@ func TestPrivilegedHookPath(t *testing.T) {
 	if (fentryErr == nil) != (auto == probe.HooksFentry) || want == probe.HooksFentry && auto != probe.HooksFentry {
 		t.Errorf("auto chose %s (%s); fentry attaches: %v", auto, why, fentryErr)
 	}
+
+	// fentry asked for: where the kernel refuses BPF trampolines, the
+	// error says so rather than hint at permissions.
+	f, err := probe.Open(probe.Options{Kinds: event.Kinds(event.Unshare), Hooks: probe.HooksFentry})
+	switch {
+	case fentryErr == nil && err != nil:
+		t.Errorf("--syscall-hooks fentry where fentry attaches: %v", err)
+	case fentryErr != nil && err == nil:
+		f.Close()
+		t.Errorf("--syscall-hooks fentry opened where fentry does not attach (%v)", fentryErr)
+	case fentryErr != nil && (!strings.Contains(err.Error(), "refuses BPF trampolines") || strings.Contains(err.Error(), "run as root")):
+		t.Errorf("--syscall-hooks fentry where fentry does not attach: %v", err)
+	case err == nil:
+		f.Close()
+	}
 }
 
 // Events that need no system call watch none, and say so; those only the
