@@ -49,15 +49,23 @@ check-generated: generate
 
 # Tools the privileged tests run; as root, missing ones are installed.
 # The container tests drive runc, containerd (ctr), Docker and Podman,
-# starting containerd and dockerd themselves when none runs.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool containerd ctr dockerd docker podman
-TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman
+# starting containerd and dockerd themselves when none runs; the pod tests
+# drive containerd's CRI with crictl (built once into bin/) and the CNI
+# plugins; Graphviz's dot renders nstrace ns --dot.
+TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool containerd ctr dockerd docker podman /usr/lib/cni/bridge dot
+TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman containernetworking-plugins graphviz
+CRICTL_VERSION := v1.37.0
 
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		echo "installing what the tests run:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PKGS) >/dev/null; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && [ "$$(bin/crictl --version 2>/dev/null)" != "crictl version $(CRICTL_VERSION)" ]; then \
+		echo "installing crictl $(CRICTL_VERSION) in bin/"; \
+		GOBIN="$(CURDIR)/bin" CGO_ENABLED=0 $(GO) install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$(CRICTL_VERSION)" \
+			sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION); \
 	fi
 
 # All tests. As root this includes the privileged suite, which loads the

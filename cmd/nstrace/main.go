@@ -44,7 +44,7 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 var errHelp = errors.New("help")
 
 const usageHead = `Usage: nstrace [flags] [-- COMMAND [ARG...]]
-       nstrace ns [--json] [-t TYPE] [--tree] [INODE | TYPE:INODE | -p PID]
+       nstrace ns [--json] [-t TYPE] [--tree | --members | --dot] [INODE | TYPE:INODE | -p PID]
 
 Show process fork, exec and exit, and namespace changes (clone, unshare,
 setns), live, each with the process's namespaces. With a COMMAND, run it
@@ -245,6 +245,8 @@ func parseSize(s string) (int, error) {
 
 const nsUsage = `Usage: nstrace ns [--json] [-t TYPE]    every namespace and who is in it
        nstrace ns --tree[=owner|parent] [-t TYPE]   the same as a tree
+       nstrace ns --members [--json] [-t TYPE]      each namespace's processes and containers
+       nstrace ns --dot [-t TYPE]             containers and the namespaces they hold, for Graphviz
        nstrace ns [--json] INODE|TYPE:INODE   the processes in one namespace
        nstrace ns [--json] -p PID             the namespaces of one process
 
@@ -262,6 +264,8 @@ func nsFlags(q *nslist.Query) (fs *pflag.FlagSet, typ *string, help *bool) {
 	typ = fs.StringP("type", "t", "", "only namespaces of this type ("+ns.ListedNames+")")
 	fs.StringVarP(&q.Tree, "tree", "T", "", "draw a tree: owner (each under the user namespace owning it) or parent (pid and user nesting)")
 	fs.Lookup("tree").NoOptDefVal = "owner"
+	fs.BoolVar(&q.Members, "members", false, "list every process in each namespace and the containers they belong to")
+	fs.BoolVar(&q.Dot, "dot", false, "draw the containers and the namespaces they hold (shared ones shared) as a Graphviz graph")
 	help = fs.BoolP("help", "h", false, "show this help")
 	return fs, typ, help
 }
@@ -287,6 +291,12 @@ func parseNSFlags(args []string, stderr io.Writer) (nslist.Query, error) {
 	}
 	if q.Tree != "" && (q.JSON || fs.NArg() > 0 || fs.Changed("pid")) {
 		return q, usagef("--tree draws the full listing, without --json, -p or a namespace")
+	}
+	if q.Dot && (q.JSON || q.Tree != "" || q.Members || fs.NArg() > 0 || fs.Changed("pid")) {
+		return q, usagef("--dot draws the full listing, without --json, --tree, --members, -p or a namespace")
+	}
+	if q.Members && (q.Tree != "" || fs.NArg() > 0 || fs.Changed("pid")) {
+		return q, usagef("--members lists every namespace, without --tree, -p or a namespace")
 	}
 	if q.OnlyType && (fs.NArg() > 0 || fs.Changed("pid")) {
 		return q, usagef("-t limits the full listing, not -p or a namespace")

@@ -36,7 +36,7 @@ nstrace \- show process fork, exec, exit and namespace changes, live
 .RB [ \-\-json ]
 .RB [ \-t
 .IR TYPE ]
-.RB [ \-\-tree ]
+.RB [ \-\-tree " | " \-\-members " | " \-\-dot ]
 .RI [ INODE " | " TYPE : INODE " | "
 .BI \-p " PID" \fR]
 .SH DESCRIPTION
@@ -61,9 +61,13 @@ CAP_PERFMON, in the host's pid namespace.
 .B nstrace ns
 lists namespaces like
 .BR lsns (8):
-every namespace, with its processes, user, parent and owner, container,
-whether it is the host's, and the bind mounts and open fds that hold it;
-with
+every namespace, with its processes, user, parent and owner, the
+containers in it (a pod's once), whether it is the host's, and the bind
+mounts and open fds that hold it; with
+.BR \-\-members ,
+every PID in each namespace, by container; with
+.BR \-\-dot ,
+a Graphviz graph of the containers and the namespaces they share; with
 .I INODE
 or
 .IR TYPE : INODE ,
@@ -97,8 +101,10 @@ sudo nstrace \-e exec \-\- runc run mybox
 sudo nstrace \-\-setns
 sudo nstrace \-\-json | jq 'select(.container)'
 sudo nstrace ns \-p 4242
+sudo nstrace ns \-\-dot | dot \-Tsvg > ns.svg
 .EE
 .SH SEE ALSO
+.BR dot (1),
 .BR forkstat (8),
 .BR lsns (8),
 .BR nsenter (1),

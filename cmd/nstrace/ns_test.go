@@ -85,7 +85,9 @@ func row(objs []map[string]any, typ string, ino uint64) map[string]any {
 
 func TestNSUsage(t *testing.T) {
 	for _, args := range [][]string{{"ns", "bogus"}, {"ns", "1", "2"}, {"ns", "--nope"}, {"ns", "-p", "1", "net:5"},
-		{"ns", "-t", "pid_for_children"}, {"ns", "-t", "bogus"}, {"ns", "--tree=up"}, {"ns", "--tree", "--json"}, {"ns", "-t", "net", "-p", "1"}} {
+		{"ns", "-t", "pid_for_children"}, {"ns", "-t", "bogus"}, {"ns", "--tree=up"}, {"ns", "--tree", "--json"}, {"ns", "-t", "net", "-p", "1"},
+		{"ns", "--dot", "--json"}, {"ns", "--dot", "--tree"}, {"ns", "--dot", "--members"}, {"ns", "--dot", "-p", "1"}, {"ns", "--dot", "net:5"},
+		{"ns", "--members", "--tree"}, {"ns", "--members", "-p", "1"}, {"ns", "--members", "net:5"}} {
 		var stderr bytes.Buffer
 		if code := mainExit(args, &bytes.Buffer{}, &stderr); code != 2 || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 1 {
 			t.Errorf("%v: exit %d, %q", args, code, stderr.String())

@@ -37,6 +37,12 @@ type Query struct {
 	// namespace under the user namespace that owns it, "parent" pid and
 	// user namespaces under the ones they nest in.
 	Tree string
+	// Members lists, for each namespace, every process in it and every
+	// container those belong to.
+	Members bool
+	// Dot draws the containers and the namespaces they hold as a
+	// Graphviz graph.
+	Dot bool
 }
 
 // world is what a listing reads: /proc, mounts, containers.
@@ -47,12 +53,19 @@ type world struct {
 	procs      []procfs.Proc
 	containers *container.Registry
 	cgroup2    string
+	// byCgroup is each cgroup path's container, asked once per listing.
+	byCgroup map[string]*event.Container
 }
 
 // Run lists what q asks for under procRoot; host is the host's namespaces.
 func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
 	roots := container.DefaultRoots
 	roots.Cgroup2, _ = procfs.Cgroup2Mount(procRoot + "/self/mountinfo")
+	return run(procRoot, host, roots, q, out)
+}
+
+// run is Run with the runtimes' state under roots.
+func run(procRoot string, host ns.Set, roots container.Roots, q Query, out io.Writer) error {
 	w := &world{
 		procRoot:   procRoot,
 		mountinfo:  procRoot + "/self/mountinfo",
@@ -60,6 +73,7 @@ func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
 		procs:      procfs.Procs(procRoot),
 		containers: container.NewRegistry(roots, false),
 		cgroup2:    roots.Cgroup2,
+		byCgroup:   map[string]*event.Container{},
 	}
 	switch {
 	case q.PID != 0:
@@ -71,8 +85,15 @@ func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
 }
 
 func (w *world) containerOf(p procfs.Proc) *event.Container {
-	return w.containers.Lookup(container.CgroupOfPath(w.cgroup2, p.Cgroup))
+	c, ok := w.byCgroup[p.Cgroup]
+	if !ok {
+		c = w.containers.Lookup(container.CgroupOfPath(w.cgroup2, p.Cgroup))
+		w.byCgroup[p.Cgroup] = c
+	}
+	return c
 }
+
+func (w *world) proc(pid uint32) (procfs.Proc, bool) { return procfs.FindProc(w.procs, pid) }
 
 // nsRow is one namespace in a listing; JSON keys match the feed's.
 type nsRow struct {
@@ -85,9 +106,14 @@ type nsRow struct {
 	Parent    uint64                `json:"pns,omitempty"`
 	Owner     uint64                `json:"ons,omitempty"`
 	Container *output.ContainerJSON `json:"container,omitempty"`
-	Host      bool                  `json:"host"`
-	Mounts    []string              `json:"mounts,omitempty"`
-	FDs       []string              `json:"fds,omitempty"`
+	// Containers are every container with processes in it, in the order
+	// of their lowest pid; none for the host's namespaces.
+	Containers []holder `json:"containers,omitempty"`
+	Host       bool     `json:"host"`
+	Mounts     []string `json:"mounts,omitempty"`
+	FDs        []string `json:"fds,omitempty"`
+	pids       []uint32 // every process in it
+	members    []holder // their containers, the host's namespaces too
 }
 
 // nsFile is a path that opens n: a member's link, a bind mount, an fd.
@@ -126,9 +152,14 @@ type typeRow struct {
 func (w *world) listNS(q Query, out io.Writer) error {
 	var rows []nsRow
 	for _, n := range procfs.NamespacesHeldOpen(w.procRoot, w.mountinfo, w.procs) {
-		r := nsRow{Inode: n.Inode, Type: n.Type.String(), NProcs: len(n.PIDs), Host: w.host[n.Type] == n.Inode, Mounts: n.Mounts, FDs: n.FDs}
+		r := nsRow{Inode: n.Inode, Type: n.Type.String(), NProcs: len(n.PIDs), Host: w.host[n.Type] == n.Inode, Mounts: n.Mounts, FDs: n.FDs,
+			pids: n.PIDs, members: w.holdersOf(n.PIDs)}
+		// The host's namespaces are everybody's, no container's.
+		if !r.Host {
+			r.Containers = r.members
+		}
 		if len(n.PIDs) > 0 {
-			if p, ok := procfs.FindProc(w.procs, n.PIDs[0]); ok {
+			if p, ok := w.proc(n.PIDs[0]); ok {
 				r.PID, r.Comm, r.User = p.PID, p.Comm, procfs.UserName(p.UID)
 				// A host namespace is no container's, whoever its
 				// lowest readable pid is.
@@ -148,23 +179,25 @@ func (w *world) listNS(q Query, out io.Writer) error {
 	if q.OnlyType {
 		rows = ofType(rows, q.ListType)
 	}
-	asJSON := q.JSON
-	var unreadable []procfs.Proc
-	for _, p := range w.procs {
-		if !p.Readable {
-			unreadable = append(unreadable, p)
-		}
+	var err error
+	switch {
+	case q.Dot:
+		return writeDot(out, rows)
+	case q.Members:
+		err = writeMembers(out, rows, q.JSON)
+	case q.JSON:
+		err = encodeLines(out, rows)
+	default:
+		err = writeTable(out, rows)
 	}
-	if asJSON {
-		if err := encodeLines(out, rows); err != nil {
-			return err
-		}
-		var marks []map[string]any
-		for _, p := range unreadable {
-			marks = append(marks, map[string]any{"pid": p.PID, "comm": p.Comm, "unreadable": true})
-		}
-		return encodeLines(out, marks)
+	if err != nil {
+		return err
 	}
+	return w.writeUnreadable(out, q.JSON)
+}
+
+// writeTable is the full listing's table.
+func writeTable(out io.Writer, rows []nsRow) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NS\tTYPE\tNPROCS\tPID\tUSER\tCOMM\tPNS\tONS\tCONTAINER\tHOST\tHELD BY")
 	for _, r := range rows {
@@ -177,20 +210,36 @@ func (w *world) listNS(q Query, out io.Writer) error {
 			held = "-"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Inode, r.Type, r.NProcs, pid, user, comm,
-			inodeCell(r.Parent), inodeCell(r.Owner), containerCell(r.Container), yesNo(r.Host), escape(held))
+			inodeCell(r.Parent), inodeCell(r.Owner), holdersCell(r.Containers), yesNo(r.Host), escape(held))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(unreadable) > 0 {
-		var pids []string
-		for _, p := range unreadable {
-			pids = append(pids, fmt.Sprintf("%d (%s)", p.PID, escape(p.Comm)))
+	return tw.Flush()
+}
+
+// writeUnreadable names the processes whose namespaces could not be read,
+// after a listing: a line, or in JSON an object each.
+func (w *world) writeUnreadable(out io.Writer, asJSON bool) error {
+	var unreadable []procfs.Proc
+	for _, p := range w.procs {
+		if !p.Readable {
+			unreadable = append(unreadable, p)
 		}
-		_, err := fmt.Fprintf(out, "unreadable namespaces: %s\n", strings.Join(pids, ", "))
-		return err
 	}
-	return nil
+	if asJSON {
+		var marks []map[string]any
+		for _, p := range unreadable {
+			marks = append(marks, map[string]any{"pid": p.PID, "comm": p.Comm, "unreadable": true})
+		}
+		return encodeLines(out, marks)
+	}
+	if len(unreadable) == 0 {
+		return nil
+	}
+	var pids []string
+	for _, p := range unreadable {
+		pids = append(pids, fmt.Sprintf("%d (%s)", p.PID, escape(p.Comm)))
+	}
+	_, err := fmt.Fprintf(out, "unreadable namespaces: %s\n", strings.Join(pids, ", "))
+	return err
 }
 
 func (w *world) procsInNS(q Query, out io.Writer) error {
@@ -364,7 +413,7 @@ func writeTree(out io.Writer, rows []nsRow, q Query) error {
 		if r.PID != 0 {
 			pid, user, comm = strconv.Itoa(int(r.PID)), escape(r.User), escape(r.Comm)
 		}
-		fmt.Fprintf(tw, "%s%s%d\t%s\t%d\t%s\t%s\t%s\t%s\n", prefix, branch, r.Inode, r.Type, r.NProcs, pid, user, comm, containerCell(r.Container))
+		fmt.Fprintf(tw, "%s%s%d\t%s\t%d\t%s\t%s\t%s\t%s\n", prefix, branch, r.Inode, r.Type, r.NProcs, pid, user, comm, holdersCell(r.Containers))
 		if depth > 64 {
 			return
 		}

@@ -39,7 +39,7 @@ func NeedTools(t testing.TB, tools ...string) {
 	t.Helper()
 	pkgs := map[string]string{
 		"runc": "runc", "busybox": "busybox-static", "containerd": "containerd", "ctr": "containerd",
-		"docker": "docker.io", "dockerd": "docker.io", "podman": "podman",
+		"docker": "docker.io", "dockerd": "docker.io", "podman": "podman", "ip": "iproute2", "dot": "graphviz",
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -130,7 +130,14 @@ func BusyboxTar(t testing.TB) string {
 // filesystem, named name, for `ctr image import`.
 func BusyboxOCIArchive(t testing.TB, name string) string {
 	t.Helper()
-	l := busyboxLayer(t)
+	return OCIArchive(t, name, busyboxLayer(t), map[string]any{"Env": []string{"PATH=/bin"}})
+}
+
+// OCIArchive writes an OCI image layout archive of one layer (a tar),
+// named name, with config as the image's runtime configuration (Env,
+// Entrypoint, Cmd ...), for `ctr image import`; it returns its path.
+func OCIArchive(t testing.TB, name string, layer []byte, config map[string]any) string {
+	t.Helper()
 	blobs := map[string][]byte{}
 	put := func(b []byte) (string, int) {
 		sum := sha256.Sum256(b)
@@ -138,13 +145,12 @@ func BusyboxOCIArchive(t testing.TB, name string) string {
 		blobs[d] = b
 		return d, len(b)
 	}
-	layerDigest, layerSize := put(l)
-	config, _ := json.Marshal(map[string]any{
-		"architecture": runtime.GOARCH, "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/bin"}},
+	layerDigest, layerSize := put(layer)
+	imageConfig, _ := json.Marshal(map[string]any{
+		"architecture": runtime.GOARCH, "os": "linux", "config": config,
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
-	configDigest, configSize := put(config)
+	configDigest, configSize := put(imageConfig)
 	manifest, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
 		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": configSize},
@@ -173,11 +179,15 @@ func BusyboxOCIArchive(t testing.TB, name string) string {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "busybox-oci.tar")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+	f, err := os.CreateTemp(t.TempDir(), "image-*.oci.tar")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return path
+	defer f.Close()
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
 }
 
 // Run runs a command with no stdin and fails t with its output if it

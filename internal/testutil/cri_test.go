@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package testutil
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A pod through CRI as a kubelet runs one: its sandbox and two
+// containers share the network, ipc and uts namespaces and have pid
+// namespaces of their own, in the pod's cgroup; ExecSync runs in one;
+// a container's output is in its CRI log file; and nothing is left once
+// the containerd is gone.
+func TestPrivilegedCRIPod(t *testing.T) {
+	RequirePrivileged(t)
+	var c *CRI
+	var cgroupParent string
+	t.Run("pod", func(t *testing.T) {
+		c = StartCRI(t)
+		cfg := NewPod("web", "nstrace-test")
+		cgroupParent = cfg.Linux.CgroupParent
+		p := c.RunPod(t, cfg)
+		a := p.Start(t, NewContainer("app", "sh", "-c", "echo hello from app; exec sleep 3600"))
+		b := p.Start(t, NewContainer("sidecar", "sleep", "3600"))
+		if out := c.ExecSync(t, a, "echo", "exec", "in", "app"); out != "exec in app" {
+			t.Errorf("exec: %q", out)
+		}
+
+		ps := c.InspectPod(t, p.ID)
+		if ps.Status.Metadata != cfg.Metadata || ps.Status.State != "SANDBOX_READY" {
+			t.Errorf("inspectp: %+v, want %+v ready", ps.Status, cfg.Metadata)
+		}
+		if ip := net.ParseIP(ps.Status.Network.IP); ip == nil || !c.Subnet.Contains(ip) {
+			t.Errorf("pod ip %q, not in %s", ps.Status.Network.IP, c.Subnet)
+		}
+		sandbox := strconv.Itoa(ps.Info.PID)
+		for _, id := range []string{a, b} {
+			s := c.Inspect(t, id)
+			if s.Status.State != "CONTAINER_RUNNING" || s.Info.SandboxID != p.ID {
+				t.Errorf("container %s: %+v", id, s)
+			}
+			pid := strconv.Itoa(s.Info.PID)
+			for typ, shared := range map[string]bool{"net": true, "ipc": true, "uts": true, "pid": false, "mnt": false} {
+				ours, theirs := nsLink(t, pid, typ), nsLink(t, sandbox, typ)
+				if (ours == theirs) != shared {
+					t.Errorf("%s: %s %s, the sandbox's %s", s.Status.Metadata.Name, typ, ours, theirs)
+				}
+			}
+			cg, _ := os.ReadFile("/proc/" + pid + "/cgroup")
+			if !strings.Contains(string(cg), "0::"+cgroupParent+"/"+id+"\n") {
+				t.Errorf("%s's cgroups: %s", id, cg)
+			}
+		}
+		log, err := os.ReadFile(p.LogPath("app"))
+		if f := strings.Fields(string(log)); err != nil || len(f) < 3 || f[1] != "stdout" || f[2] != "F" || !strings.Contains(string(log), " hello from app\n") {
+			t.Errorf("app's log %s: %q %v", p.LogPath("app"), log, err)
+		}
+	})
+	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+		t.Errorf("%s left: %v", c.Dir, err)
+	}
+	if err := exec.Command("ip", "link", "show", c.Bridge).Run(); err == nil {
+		t.Errorf("bridge %s left", c.Bridge)
+	}
+	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", cgroupParent)); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+	if shims := shimsOf(c.Socket); len(shims) > 0 {
+		t.Errorf("shims left: %v", shims)
+	}
+}
+
+func nsLink(t *testing.T, pid, typ string) string {
+	t.Helper()
+	l, err := os.Readlink("/proc/" + pid + "/ns/" + typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
