@@ -53,7 +53,7 @@ var suites = []struct{ name, pkg string }{
 // containerd's CRI), which the host's suite runs. runc's container tests
 // run in every guest. Top-level alternatives, each a test/subtest path.
 const guestSkip = "TestPrivilegedContainer/^(containerd|docker|podman)$" +
-	"|^TestPrivilegedNSSharedBy(Containers|Pod)$"
+	"|^TestPrivilegedNSSharedBy(Containers|Pod)$|^TestPrivilegedPods$"
 
 // stormN scales the exec storm test for software emulation, which runs
 // execs tens of times slower; the test is otherwise the same.

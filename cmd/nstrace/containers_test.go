@@ -211,10 +211,18 @@ func firstPayloadExec(t *testing.T, f *feed, argv string) []map[string]any {
 		if args(l) == argv {
 			return lines
 		}
-		if a, _ := l["args"].([]any); len(a) != 2 || filepath.Base(fmt.Sprint(a[0])) != "runc" || a[1] != "init" {
+		if !runcInit(l) {
 			t.Fatalf("an exec before %q: %q", argv, args(l))
 		}
 	}
+}
+
+// runcInit reports whether l is the exec of runc's own `runc init`, which
+// runc moves into a container's cgroup before the container's state
+// exists.
+func runcInit(l map[string]any) bool {
+	a, _ := l["args"].([]any)
+	return len(a) == 2 && filepath.Base(fmt.Sprint(a[0])) == "runc" && a[1] == "init"
 }
 
 // rowsName reports whether an `nstrace ns -p` listing names the container

@@ -205,3 +205,77 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 		t.Skip("the file system reused the inode") // tmpfs may; cgroupfs never does
 	}
 }
+
+// A pod as containerd's CRI and runc 1.1 leave it with the cgroupfs
+// driver: the annotations in runc's state labels (the bundle they name
+// need not be readable), the containers named; a
+// pod's name, or one of its containers, filters in the kernel on the
+// pod's cgroup, where its later containers go too.
+func TestRegistryPods(t *testing.T) {
+	h := newFakeHost(t)
+	state := filepath.Join(filepath.Dir(h.roots.Runc[0]), "containerd", "runc", "k8s.io")
+	podDir := "kubepods/besteffort/pod" + pod
+	container := func(cid, typ, name string) Cgroup {
+		cgDir := filepath.Join(h.roots.Cgroup2, podDir, cid)
+		if err := os.MkdirAll(cgDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		labels := []string{"io.kubernetes.cri.container-type=" + typ, "io.kubernetes.cri.sandbox-name=web",
+			"io.kubernetes.cri.sandbox-namespace=shop", "io.kubernetes.cri.sandbox-uid=" + pod, "bundle=/nonexistent/" + cid}
+		if name != "" {
+			labels = append(labels, "io.kubernetes.cri.container-name="+name, "io.kubernetes.cri.image-name=busybox")
+		}
+		h.write(filepath.Join(state, cid, "state.json"), map[string]any{
+			"id": cid, "init_process_pid": 4242, "cgroup_paths": map[string]string{"": cgDir},
+			"config": map[string]any{"labels": labels},
+		})
+		return CgroupOfPath(h.roots.Cgroup2, "/"+podDir+"/"+cid)
+	}
+	sandboxID, appID := "5"+id[1:], "6"+id[1:]
+	sandbox, app := container(sandboxID, "sandbox", ""), container(appID, "container", "app")
+
+	r := NewRegistry(h.roots, false)
+	defer r.Close()
+	for _, c := range []struct {
+		cg   Cgroup
+		want Info
+	}{
+		{sandbox, Info{ID: sandboxID, Runtime: "containerd", Pod: &event.Pod{Name: "web", Namespace: "shop", UID: pod}}},
+		{app, Info{ID: appID, Runtime: "containerd", Image: "busybox", Pod: &event.Pod{Name: "web", Namespace: "shop", UID: pod, Container: "app"}}},
+	} {
+		got := r.Lookup(c.cg)
+		if got == nil || got.ID != c.want.ID || got.Name != "" || got.Runtime != c.want.Runtime || got.Image != c.want.Image ||
+			got.Pod == nil || *got.Pod != *c.want.Pod {
+			t.Errorf("%+v:\n got %+v %+v\nwant %+v %+v", c.cg, got, got.Pod, c.want, c.want.Pod)
+		}
+	}
+
+	podCgroup := inode(filepath.Join(h.roots.Cgroup2, podDir))
+	for _, ref := range []string{"shop/web", "web", "web/app", appID[:12]} {
+		ids, err := r.KernelCgroups(ref)
+		if err != nil || len(ids) != 1 || ids[0] != podCgroup {
+			t.Errorf("--container %s: cgroups %v %v, want the pod's %d", ref, ids, err, podCgroup)
+		}
+	}
+	for ref, want := range map[string]string{"web/app": appID, "shop/web": ""} {
+		found, _ := r.Find(ref)
+		for _, c := range found {
+			if want != "" && c.ID != want {
+				t.Errorf("--container %s matches %s", ref, c.ID)
+			}
+		}
+		if want == "" && len(found) != 2 || want != "" && len(found) != 1 {
+			t.Errorf("--container %s: %v", ref, found)
+		}
+	}
+	if ids, err := r.KernelCgroups("web/"); err != nil || len(ids) != 0 {
+		t.Errorf("--container web/: %v %v", ids, err)
+	}
+
+	// A container the pod starts after the registry's scan, which the
+	// cgroup's name alone does not say whose: the state is read again.
+	lateID := "7" + id[1:]
+	if c := r.Lookup(container(lateID, "container", "late")); c == nil || c.ID != lateID || c.Pod == nil || c.Pod.Container != "late" {
+		t.Errorf("a pod's container started after the scan: %+v", c)
+	}
+}

@@ -9,7 +9,8 @@ import (
 )
 
 // Match reports whether ref names c: its id, an id prefix of at least 3
-// characters, its name, or for Kubernetes pod/container or its pod.
+// characters, its name, or for Kubernetes its pod (POD, NAMESPACE/POD) or
+// POD/CONTAINER.
 func Match(c *Info, ref string) bool {
 	if c == nil || ref == "" {
 		return false
@@ -18,7 +19,8 @@ func Match(c *Info, ref string) bool {
 		return true
 	}
 	if p := c.Pod; p != nil && p.Name != "" {
-		return ref == p.Name || ref == p.Name+"/"+p.Container || ref == p.Namespace+"/"+p.Name
+		return ref == p.Name || ref == p.Namespace+"/"+p.Name ||
+			p.Container != "" && ref == p.Name+"/"+p.Container
 	}
 	return false
 }
@@ -54,4 +56,31 @@ func isPodRef(found map[uint64]Info, ref string) bool {
 		}
 	}
 	return true
+}
+
+// KernelCgroups lists the cgroups the kernel is to filter on for ref,
+// with their descendants: those of the running containers ref names, but
+// for a pod's container its pod's cgroup, where the containers the pod
+// starts later (and restarts) go too; user space checks ref on every
+// event. None is no error: the container may not have started yet.
+func (r *Registry) KernelCgroups(ref string) ([]uint64, error) {
+	found, err := r.Find(ref)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set := map[uint64]bool{}
+	for cg := range found {
+		if pod := r.pods[cg]; pod != 0 {
+			cg = pod
+		}
+		set[cg] = true
+	}
+	ids := make([]uint64, 0, len(set))
+	for cg := range set {
+		ids = append(ids, cg)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
 }

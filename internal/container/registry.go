@@ -24,12 +24,13 @@ type Registry struct {
 	roots Roots
 
 	mu        sync.Mutex
-	byCgroup  map[uint64]*Info // answers given, nil for no container
-	firstSeen map[uint64]asked // cgroups not (yet) known as containers
-	index     map[uint64]*Info // runc state, by cgroup id
-	byID      map[string]*Info // runc state, by container id
-	seenState map[string]bool  // state.json files read
-	created   map[string]bool  // container directories the watch saw made
+	byCgroup  map[uint64]*Info  // answers given, nil for no container
+	firstSeen map[uint64]asked  // cgroups not (yet) known as containers
+	index     map[uint64]*Info  // runc state, by cgroup id
+	byID      map[string]*Info  // runc state, by container id
+	pods      map[uint64]uint64 // a pod's container's cgroup id: its pod's cgroup id
+	seenState map[string]bool   // state.json files read
+	created   map[string]bool   // container directories the watch saw made
 	watch     *watcher
 }
 
@@ -51,7 +52,7 @@ type asked struct{ first, last time.Time }
 // follows it as it changes. Close stops following.
 func NewRegistry(roots Roots, watch bool) *Registry {
 	r := &Registry{roots: roots, byCgroup: map[uint64]*Info{}, firstSeen: map[uint64]asked{},
-		index: map[uint64]*Info{}, byID: map[string]*Info{}, seenState: map[string]bool{}, created: map[string]bool{}}
+		index: map[uint64]*Info{}, byID: map[string]*Info{}, pods: map[uint64]uint64{}, seenState: map[string]bool{}, created: map[string]bool{}}
 	if watch {
 		r.watch = newWatcher(r)
 	}
@@ -139,8 +140,10 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 		return c
 	}
 	byName, named := FromCgroup(cg)
-	if !named && cg.ID != 0 {
-		// The watch may not have read the runtime's newest state yet.
+	if (!named || byName.Runtime == "") && cg.ID != 0 {
+		// The watch may not have read the runtime's newest state yet: a
+		// cgroup named like none, or a pod's container (cgroupfs driver)
+		// whose runtime only the state tells.
 		if r.watch != nil {
 			r.applyLocked(r.watch.drain())
 		}
@@ -148,7 +151,7 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 		if c := r.index[cg.ID]; c != nil {
 			return c
 		}
-		if c := r.createdLocked(cg); c != nil {
+		if c := r.createdLocked(cg); !named && c != nil {
 			return c
 		}
 	}
@@ -211,9 +214,13 @@ func (r *Registry) readStateLocked(path string) {
 	if len(r.index) >= registryMax {
 		clear(r.index)
 		clear(r.byID)
+		clear(r.pods)
 	}
 	r.index[rc.cgroup.ID] = &c
 	r.byID[c.ID] = &c
+	if c.Pod != nil && rc.parent != 0 {
+		r.pods[rc.cgroup.ID] = rc.parent
+	}
 	delete(r.byCgroup, rc.cgroup.ID)
 }
 

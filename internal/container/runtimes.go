@@ -46,14 +46,16 @@ type runcState struct {
 	} `json:"config"`
 }
 
-// bundle is the runc bundle directory its creator recorded.
-func (s *runcState) bundle() string {
+// labels are the state's labels: the bundle directory its creator
+// recorded ("bundle") and, runc 1.0 on, the bundle's annotations.
+func (s *runcState) labels() map[string]string {
+	m := make(map[string]string, len(s.Config.Labels))
 	for _, l := range s.Config.Labels {
-		if b, ok := strings.CutPrefix(l, "bundle="); ok {
-			return b
+		if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = v
 		}
 	}
-	return ""
+	return m
 }
 
 // runtimeOfRoot says who starts containers whose runc state is in dir:
@@ -72,6 +74,7 @@ func runtimeOfRoot(dir string) string {
 type runcContainer struct {
 	info    Info
 	cgroup  Cgroup // its cgroup v2, named as the kernel names it
+	parent  uint64 // the id of its cgroup's parent: a pod's cgroup, for a pod's container
 	initPID uint32
 }
 
@@ -92,13 +95,19 @@ func readRuncState(r *Roots, path string) (runcContainer, bool) {
 		rc.cgroup = Cgroup{ID: inode(p), Name: filepath.Base(p)}
 		if parent := filepath.Dir(p); parent != r.Cgroup2 && parent != "/" {
 			rc.cgroup.Parent = filepath.Base(parent)
+			rc.parent = inode(parent)
 		}
 	}
 	if rc.info.Runtime == "runc" {
 		rc.info.Name = st.ID
 	}
-	if bundle := st.bundle(); bundle != "" {
-		annotate(&rc.info, filepath.Join(bundle, "config.json"))
+	// The annotations are in the state's labels; a runc before 1.0 left
+	// them in the bundle only, which a node agent may not see mounted.
+	labels := st.labels()
+	if first(labels, podNameKeys) != "" {
+		annotate(&rc.info, labels)
+	} else if bundle := labels["bundle"]; bundle != "" {
+		annotateFile(&rc.info, filepath.Join(bundle, "config.json"))
 	}
 	return rc, true
 }
@@ -135,18 +144,21 @@ func first(m map[string]string, keys []string) string {
 	return ""
 }
 
-// annotate adds what an OCI config's annotations say: the pod, the
-// container's name in it, the image.
-func annotate(c *Info, configPath string) {
+// annotateFile adds what an OCI config's annotations say.
+func annotateFile(c *Info, configPath string) {
 	b, err := os.ReadFile(configPath)
 	if err != nil {
 		return
 	}
 	var cfg ociConfig
-	if json.Unmarshal(b, &cfg) != nil {
-		return
+	if json.Unmarshal(b, &cfg) == nil {
+		annotate(c, cfg.Annotations)
 	}
-	a := cfg.Annotations
+}
+
+// annotate adds what a container's annotations say: the pod, the
+// container's name in it, the image.
+func annotate(c *Info, a map[string]string) {
 	if name := first(a, podNameKeys); name != "" {
 		if c.Pod == nil {
 			c.Pod = &event.Pod{}
@@ -215,6 +227,6 @@ func (r *Roots) describe(c *Info) {
 			}
 		}
 	case "cri-o":
-		annotate(c, filepath.Join(r.CRIO, c.ID, "userdata", "config.json"))
+		annotateFile(c, filepath.Join(r.CRIO, c.ID, "userdata", "config.json"))
 	}
 }

@@ -162,12 +162,12 @@ func (s *Scope) KernelFilter(procRoot string, host ns.Set, containers *container
 		}
 	}
 	if len(s.Containers) > 0 && containers != nil {
-		// In the kernel by cgroup, when every container named runs now;
-		// a name given before its container starts is matched in user
-		// space, on every event.
+		// In the kernel by cgroup (a pod's, for a pod's containers), when
+		// every container named runs now; a name given before its
+		// container starts is matched in user space, on every event.
 		var ids []uint64
 		for _, ref := range s.Containers {
-			found, err := containers.Find(ref)
+			found, err := containers.KernelCgroups(ref)
 			if err != nil {
 				return f, fmt.Errorf("--container: %w", err)
 			}
@@ -175,9 +175,7 @@ func (s *Scope) KernelFilter(procRoot string, host ns.Set, containers *container
 				ids = nil
 				break
 			}
-			for id := range found {
-				ids = append(ids, id)
-			}
+			ids = append(ids, found...)
 		}
 		f.Cgroups = ids
 	}
