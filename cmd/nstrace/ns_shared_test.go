@@ -123,8 +123,7 @@ func TestPrivilegedNSSharedByPod(t *testing.T) {
 	app := &sharer{id: p.Start(t, testutil.NewContainer("app", "sh", "-c", "exec sleep 3600")), member: "app"}
 	sidecar := &sharer{id: p.Start(t, testutil.NewContainer("sidecar", "sleep", "3600")), member: "sidecar"}
 	app.name, sidecar.name = cfg.Metadata.Name+"/app", cfg.Metadata.Name+"/sidecar"
-	// The sandbox has no name in the pod: its id stands for it.
-	sandbox := &sharer{id: p.ID, name: p.ID[:12], member: p.ID[:12]}
+	sandbox := &sharer{id: p.ID, name: cfg.Metadata.Name + "/(sandbox)", member: "(sandbox)"}
 	cs := []*sharer{sandbox, app, sidecar}
 	for _, s := range cs {
 		s.find(t, 1)

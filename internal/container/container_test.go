@@ -208,7 +208,7 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 
 // A pod as containerd's CRI and runc 1.1 leave it with the cgroupfs
 // driver: the annotations in runc's state labels (the bundle they name
-// need not be readable), the containers named; a
+// need not be readable), the sandbox marked, the containers named; a
 // pod's name, or one of its containers, filters in the kernel on the
 // pod's cgroup, where its later containers go too.
 func TestRegistryPods(t *testing.T) {
@@ -240,7 +240,7 @@ func TestRegistryPods(t *testing.T) {
 		cg   Cgroup
 		want Info
 	}{
-		{sandbox, Info{ID: sandboxID, Runtime: "containerd", Pod: &event.Pod{Name: "web", Namespace: "shop", UID: pod}}},
+		{sandbox, Info{ID: sandboxID, Runtime: "containerd", Pod: &event.Pod{Name: "web", Namespace: "shop", UID: pod, Sandbox: true}}},
 		{app, Info{ID: appID, Runtime: "containerd", Image: "busybox", Pod: &event.Pod{Name: "web", Namespace: "shop", UID: pod, Container: "app"}}},
 	} {
 		got := r.Lookup(c.cg)
@@ -249,15 +249,18 @@ func TestRegistryPods(t *testing.T) {
 			t.Errorf("%+v:\n got %+v %+v\nwant %+v %+v", c.cg, got, got.Pod, c.want, c.want.Pod)
 		}
 	}
+	if s := r.Lookup(sandbox).Short(); s != "web/(sandbox)" {
+		t.Errorf("the sandbox is called %q", s)
+	}
 
 	podCgroup := inode(filepath.Join(h.roots.Cgroup2, podDir))
-	for _, ref := range []string{"shop/web", "web", "web/app", appID[:12]} {
+	for _, ref := range []string{"shop/web", "web", "web/app", "web/(sandbox)", appID[:12]} {
 		ids, err := r.KernelCgroups(ref)
 		if err != nil || len(ids) != 1 || ids[0] != podCgroup {
 			t.Errorf("--container %s: cgroups %v %v, want the pod's %d", ref, ids, err, podCgroup)
 		}
 	}
-	for ref, want := range map[string]string{"web/app": appID, "shop/web": ""} {
+	for ref, want := range map[string]string{"web/app": appID, "web/(sandbox)": sandboxID, "shop/web": ""} {
 		found, _ := r.Find(ref)
 		for _, c := range found {
 			if want != "" && c.ID != want {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/nstrace/nstrace/internal/event"
 )
 
 // Match reports whether ref names c: its id, an id prefix of at least 3
 // characters, its name, or for Kubernetes its pod (POD, NAMESPACE/POD) or
-// POD/CONTAINER.
+// POD/CONTAINER (POD/(sandbox) for the pod's sandbox).
 func Match(c *Info, ref string) bool {
 	if c == nil || ref == "" {
 		return false
@@ -20,7 +22,7 @@ func Match(c *Info, ref string) bool {
 	}
 	if p := c.Pod; p != nil && p.Name != "" {
 		return ref == p.Name || ref == p.Namespace+"/"+p.Name ||
-			p.Container != "" && ref == p.Name+"/"+p.Container
+			p.Container != "" && ref == p.Name+"/"+p.Container || p.Sandbox && ref == p.Name+"/"+event.SandboxName
 	}
 	return false
 }

@@ -133,6 +133,8 @@ var (
 	podUIDKeys       = []string{"io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"}
 	containerKeys    = []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name"}
 	imageKeys        = []string{"io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"}
+	// "sandbox" for the pod's sandbox, "container" for the others.
+	typeKeys = []string{"io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"}
 )
 
 func first(m map[string]string, keys []string) string {
@@ -169,6 +171,10 @@ func annotate(c *Info, a map[string]string) {
 			c.Pod.UID = uid
 		}
 		c.Pod.Container = first(a, containerKeys)
+		c.Pod.Sandbox = first(a, typeKeys) == "sandbox"
+		if c.Pod.Sandbox {
+			c.Pod.Container = ""
+		}
 	}
 	if img := first(a, imageKeys); img != "" && c.Image == "" {
 		c.Image = img

@@ -279,11 +279,22 @@ type Pod struct {
 	Namespace string
 	UID       string
 	Container string // the container's name in the pod spec
+	// Sandbox marks the pod's sandbox (pause) container, which holds the
+	// namespaces the pod's containers share; it has no Container name.
+	Sandbox bool
 }
 
+// SandboxName is how the human view names a pod's sandbox after the pod:
+// POD/(sandbox). No container can be called so (a name is a DNS label).
+const SandboxName = "(sandbox)"
+
 // Short is how the human view names the container: pod/container for
-// Kubernetes, else its name, else the first 12 characters of its id.
+// Kubernetes (pod/(sandbox) for the pod's sandbox), else its name, else
+// the first 12 characters of its id.
 func (c *Container) Short() string {
+	if p := c.Pod; p != nil && p.Name != "" && p.Sandbox {
+		return p.Name + "/" + SandboxName
+	}
 	if p := c.Pod; p != nil && p.Name != "" && p.Container != "" {
 		return p.Name + "/" + p.Container
 	}

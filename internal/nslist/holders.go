@@ -106,9 +106,12 @@ func podName(p *event.Pod) string {
 }
 
 // inPod is how a container is named beside its pod's name: its name in
-// the pod spec, else as everywhere.
+// the pod spec, (sandbox) for the pod's sandbox, else as everywhere.
 func inPod(c *event.Container) string {
-	if c.Pod != nil && c.Pod.Container != "" {
+	switch {
+	case c.Pod != nil && c.Pod.Sandbox:
+		return event.SandboxName
+	case c.Pod != nil && c.Pod.Container != "":
 		return c.Pod.Container
 	}
 	return c.Short()

@@ -126,6 +126,9 @@ func appendContainer(b []byte, c *event.Container) []byte {
 		b = keyStrOmit(b, "namespace", p.Namespace)
 		b = keyStrOmit(b, "uid", p.UID)
 		b = keyStrOmit(b, "container", p.Container)
+		if p.Sandbox {
+			b = append(b, `,"sandbox":true`...)
+		}
 		if len(b) > start {
 			b = append(b[:start], b[start+1:]...) // the first key's comma
 		}

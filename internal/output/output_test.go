@@ -292,3 +292,30 @@ func TestWritersAllocateNothing(t *testing.T) {
 		}
 	}
 }
+
+// A pod's container and the pod's sandbox: the pod's keys in JSON, with
+// sandbox:true and no container name for the sandbox; POD/CONTAINER and
+// POD/(sandbox) in the human view.
+func TestPodContainers(t *testing.T) {
+	pod := event.Pod{Name: "web", Namespace: "shop", UID: "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}
+	app, sandbox := pod, pod
+	app.Container, sandbox.Sandbox = "app", true
+	for _, c := range []struct {
+		c           event.Container
+		json, human string
+	}{
+		{event.Container{ID: "c1", Runtime: "containerd", Image: "busybox", Pod: &app},
+			`"container":{"id":"c1","runtime":"containerd","image":"busybox","pod":{"name":"web","namespace":"shop","uid":"0a1b2c3d-4e5f-6789-abcd-ef0123456789","container":"app"}}`, " web/app "},
+		{event.Container{ID: "s1", Runtime: "containerd", Pod: &sandbox},
+			`"container":{"id":"s1","runtime":"containerd","pod":{"name":"web","namespace":"shop","uid":"0a1b2c3d-4e5f-6789-abcd-ef0123456789","sandbox":true}}`, " web/(sandbox) "},
+	} {
+		e := *samples()[0]
+		e.Container = &c.c
+		if j := AppendJSON(nil, &e); !json.Valid(j) || !bytes.Contains(j, []byte(c.json)) {
+			t.Errorf("JSON %s, want %s", j, c.json)
+		}
+		if h := humanLine(&e, false); !bytes.Contains(h, []byte(c.human)) {
+			t.Errorf("human %s, want %q", h, c.human)
+		}
+	}
+}
