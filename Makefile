@@ -107,14 +107,17 @@ test-kernels:
 # The image: the static binary FROM scratch, built offline, then saved to
 # $(IMAGE_TAR) for nodes to load (docker load, ctr -n k8s.io images import).
 # A reachable Docker daemon is used; without one, deploy/image/with-docker
-# starts a private one for the build and stops it.
+# starts a private one for the build and stops it (WITH_DOCKER="... --private"
+# always does). IMAGE_DIR is the build context.
 IMAGE ?= nstrace:$(VERSION)
 IMAGE_TAR ?= bin/nstrace-image.tar
+IMAGE_DIR ?= bin/image
+WITH_DOCKER ?= deploy/image/with-docker
 image: build
-	mkdir -p bin/image
-	cp $(BIN) bin/image/nstrace
-	DOCKER_BUILDKIT=0 deploy/image/with-docker sh -c '\
-		docker build -q -t $(IMAGE) -t nstrace:latest -f deploy/image/Dockerfile bin/image && \
+	mkdir -p $(IMAGE_DIR)
+	cp $(BIN) $(IMAGE_DIR)/nstrace
+	DOCKER_BUILDKIT=0 $(WITH_DOCKER) sh -c '\
+		docker build -q -t $(IMAGE) -t nstrace:latest -f deploy/image/Dockerfile $(IMAGE_DIR) && \
 		docker save -o $(IMAGE_TAR) $(IMAGE) nstrace:latest'
 	@echo "image $(IMAGE), saved to $(IMAGE_TAR)"
 

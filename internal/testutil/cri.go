@@ -130,9 +130,20 @@ type Mount struct {
 	Readonly      bool   `json:"readonly,omitempty"`
 }
 
-// ContainerLinux is the container's security context.
+// ContainerLinux is the container's security context and cgroup
+// settings.
 type ContainerLinux struct {
+	Resources       *ContainerResources       `json:"resources,omitempty"`
 	SecurityContext *ContainerSecurityContext `json:"security_context,omitempty"`
+}
+
+// ContainerResources are CRI's LinuxContainerResources: CFS period and
+// quota (µs), cpu shares, the memory limit.
+type ContainerResources struct {
+	CPUPeriod          int64 `json:"cpu_period,omitempty"`
+	CPUQuota           int64 `json:"cpu_quota,omitempty"`
+	CPUShares          int64 `json:"cpu_shares,omitempty"`
+	MemoryLimitInBytes int64 `json:"memory_limit_in_bytes,omitempty"`
 }
 
 // ContainerSecurityContext is CRI's LinuxContainerSecurityContext.
@@ -559,6 +570,7 @@ type ContainerStatus struct {
 		ID       string            `json:"id"`
 		Metadata ContainerMetadata `json:"metadata"`
 		State    string            `json:"state"`
+		ExitCode int               `json:"exitCode"`
 		LogPath  string            `json:"logPath"`
 	} `json:"status"`
 	Info struct {
