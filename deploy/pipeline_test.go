@@ -3,6 +3,7 @@
 package deploy
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -14,8 +15,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +42,7 @@ func buildNstrace(t *testing.T) string {
 type agent struct {
 	cmd    *exec.Cmd
 	stdout io.ReadCloser
-	stderr bytes.Buffer
+	stderr syncBuffer
 }
 
 // startAgent starts bin with args and returns once events flow.
@@ -169,7 +173,7 @@ scrape_configs:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var promLog bytes.Buffer
+	var promLog syncBuffer
 	prom := exec.Command("prometheus", "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
 		"--web.listen-address="+web, "--log.level=warn")
 	prom.Stdout, prom.Stderr = &promLog, &promLog
@@ -230,5 +234,393 @@ scrape_configs:
 	}
 	if want := fmt.Sprintf("nstrace: %.0f events, 0 lost", total); !strings.HasPrefix(summary, want) {
 		t.Errorf("summary %q, prometheus saw %q", summary, want)
+	}
+}
+
+// criLog writes lines as the kubelet's CRI log file does: TIME stdout F
+// LINE, where TIME is when the line was written.
+type criLog struct {
+	path string
+	f    *os.File
+}
+
+// podLogDir is a pod's container log directory as the kubelet lays it
+// out, /var/log/pods/NAMESPACE_POD_UID/CONTAINER, under root.
+func podLogDir(root, namespace, pod, uid, container string) string {
+	return filepath.Join(root, "var/log/pods", namespace+"_"+pod+"_"+uid, container)
+}
+
+func newCRILog(t *testing.T, dir string) *criLog {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l := &criLog{path: filepath.Join(dir, "0.log")}
+	var err error
+	if l.f, err = os.Create(l.path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.f.Close() })
+	return l
+}
+
+func (l *criLog) write(line []byte) error {
+	_, err := fmt.Fprintf(l.f, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), line)
+	return err
+}
+
+// criLines reads a CRI log file's lines back as nstrace's JSON objects.
+func criLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		f := strings.SplitN(line, " ", 4)
+		if len(f) != 4 || f[1] != "stdout" || f[2] != "F" {
+			t.Fatalf("not a CRI log line: %q", line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(f[3]), &m); err != nil {
+			t.Fatalf("not JSON in the log: %q", f[3])
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// otlpValue is an OTLP JSON AnyValue.
+type otlpValue struct {
+	String *string                          `json:"stringValue"`
+	Int    *string                          `json:"intValue"` // int64, as a string in OTLP JSON
+	Double *float64                         `json:"doubleValue"`
+	Bool   *bool                            `json:"boolValue"`
+	Array  *struct{ Values []otlpValue }    `json:"arrayValue"`
+	KVList *struct{ Values []otlpKeyValue } `json:"kvlistValue"`
+}
+
+type otlpKeyValue struct {
+	Key   string    `json:"key"`
+	Value otlpValue `json:"value"`
+}
+
+// plain is v as encoding/json would decode the JSON it came from:
+// numbers as float64, objects as maps.
+func (v otlpValue) plain() any {
+	switch {
+	case v.String != nil:
+		return *v.String
+	case v.Int != nil:
+		n, _ := strconv.ParseInt(*v.Int, 10, 64)
+		return float64(n)
+	case v.Double != nil:
+		return *v.Double
+	case v.Bool != nil:
+		return *v.Bool
+	case v.Array != nil:
+		out := []any{}
+		for _, e := range v.Array.Values {
+			out = append(out, e.plain())
+		}
+		return out
+	case v.KVList != nil:
+		return attrMap(v.KVList.Values)
+	}
+	return nil
+}
+
+func attrMap(kvs []otlpKeyValue) map[string]any {
+	m := map[string]any{}
+	for _, kv := range kvs {
+		m[kv.Key] = kv.Value.plain()
+	}
+	return m
+}
+
+// otlpRecord is one log record of the file exporter's output, with its
+// resource's attributes.
+type otlpRecord struct {
+	resource map[string]any
+	attrs    map[string]any
+	body     any
+	time     time.Time
+}
+
+// otlpRecords reads the file exporter's OTLP JSON: one export request a
+// line.
+func otlpRecords(t *testing.T, path string) []otlpRecord {
+	t.Helper()
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []otlpRecord
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var req struct {
+			ResourceLogs []struct {
+				Resource struct {
+					Attributes []otlpKeyValue `json:"attributes"`
+				} `json:"resource"`
+				ScopeLogs []struct {
+					LogRecords []struct {
+						TimeUnixNano string         `json:"timeUnixNano"`
+						Body         otlpValue      `json:"body"`
+						Attributes   []otlpKeyValue `json:"attributes"`
+					} `json:"logRecords"`
+				} `json:"scopeLogs"`
+			} `json:"resourceLogs"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			t.Fatalf("the file exporter wrote %q: %v", sc.Text(), err)
+		}
+		for _, rl := range req.ResourceLogs {
+			for _, sl := range rl.ScopeLogs {
+				for _, r := range sl.LogRecords {
+					ns, _ := strconv.ParseInt(r.TimeUnixNano, 10, 64)
+					out = append(out, otlpRecord{attrMap(rl.Resource.Attributes), attrMap(r.Attributes), r.Body.plain(), time.Unix(0, ns)})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// collectorConfig is the log pipeline's receiver as docs/node-agent.md
+// documents it.
+const collectorConfig = "kubernetes/otelcol/file_log.yaml"
+
+// buildCollector is the OpenTelemetry Collector of
+// kubernetes/otelcol/builder.yaml, built once (make otelcol) and kept.
+func buildCollector(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("kubernetes/otelcol/build").Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("building the OpenTelemetry Collector: %v: %s", err, stderr)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// The OpenTelemetry Collector, built from the module proxy, runs the
+// documented filelog receiver on a pod's CRI log file of nstrace's feed:
+// every key of an event arrives as a log attribute, nested objects (ns,
+// container) as maps, the event's time as the record's, and the pod's
+// identity from the file's path as resource attributes.
+func TestPrivilegedCollectorReadsPodLog(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	testutil.NeedTools(t, "runc", "busybox")
+	otelcol := buildCollector(t)
+	dir := t.TempDir()
+	m := rand.IntN(1_000_000)
+	mark := fmt.Sprint(m)
+	name := "nsto" + mark
+	prog := script(t, dir, name)
+	pod, uid := fmt.Sprintf("nstrace-%05d", m%100000), fmt.Sprintf("%08x-0000-4000-8000-%012x", m, rand.Int64N(1<<48))
+	root := filepath.Join(dir, "node")
+	log := newCRILog(t, podLogDir(root, "nstrace", pod, uid, "nstrace"))
+
+	// nstrace's stdout, as the container runtime keeps it.
+	a := startAgent(t, buildNstrace(t), "--json", "-e", "exec", "--comm", name)
+	written := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(a.stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			// A line that failed to be written is missing from the
+			// log, which the comparison below finds.
+			_ = log.write(sc.Bytes())
+			written <- sc.Text()
+		}
+		close(written)
+	}()
+	wrote := func(marker string) {
+		t.Helper()
+		for timeout := time.After(20 * time.Second); ; {
+			select {
+			case l := <-written:
+				if strings.Contains(l, marker) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("nstrace wrote no event for %s; stderr %q", marker, a.stderr.String())
+			}
+		}
+	}
+	// A first line, so that the collector, reading from the end, has a
+	// file to watch.
+	mustExec(t, prog, "before-"+mark)
+	wrote("before-" + mark)
+
+	// The documented receiver, with its include paths under root, and a
+	// file exporter.
+	doc, err := os.ReadFile(collectorConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := regexp.MustCompile(`(?m)^    include: \[(.*)\]$`).FindSubmatch(doc)
+	if inc == nil {
+		t.Fatalf("no include list in %s", collectorConfig)
+	}
+	var globs []string
+	for _, g := range strings.Split(string(inc[1]), ",") {
+		globs = append(globs, strconv.Quote(filepath.Join(root, strings.TrimSpace(g))))
+	}
+	exported := filepath.Join(dir, "logs.json")
+	overlay := filepath.Join(dir, "test.yaml")
+	if err := os.WriteFile(overlay, []byte(`receivers:
+  file_log/nstrace:
+    include: [`+strings.Join(globs, ", ")+`]
+exporters:
+  file:
+    path: `+strconv.Quote(exported)+`
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      receivers: [file_log/nstrace]
+      exporters: [file]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(collectorConfig)
+	var colLog syncBuffer
+	col := exec.Command(otelcol, "--config=file:"+abs, "--config=file:"+overlay)
+	col.Stdout, col.Stderr = &colLog, &colLog
+	if err := col.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = col.Process.Kill(); _ = col.Wait() })
+	waitFor(t, 60*time.Second, func() string { return "the collector never watched " + log.path + ":\n" + colLog.String() }, func() bool {
+		return strings.Contains(colLog.String(), "Started watching file") && strings.Contains(colLog.String(), log.path)
+	})
+
+	// An exec on the host, and one in a runc container.
+	host, box := "host-"+mark, "box-"+mark
+	mustExec(t, prog, host)
+	wrote(host)
+	bundle := t.TempDir()
+	rootfs := testutil.BusyboxRootfs(t, bundle)
+	script(t, filepath.Join(rootfs, "bin"), name)
+	testutil.Run(t, "sh", "-c", `cd "$0" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s|"sh"$|"/bin/`+name+`", "`+box+`"|' config.json`, bundle)
+	cid := "nstrace-otel-" + mark
+	t.Cleanup(func() { _, _ = testutil.RunErr("runc", "delete", "-f", cid) })
+	testutil.Run(t, "runc", "run", "--bundle", bundle, cid)
+	wrote(box)
+
+	// What the log holds, line by line, against what the collector made
+	// of it.
+	want := map[string]map[string]any{}
+	for _, l := range criLines(t, log.path) {
+		want[lastArg(l)] = l
+	}
+	if c, _ := want[box]["container"].(map[string]any); c == nil || c["id"] != cid {
+		t.Errorf("nstrace's exec in container %s: %v", cid, want[box])
+	}
+	var got map[string]otlpRecord
+	waitFor(t, 30*time.Second, func() string {
+		return fmt.Sprintf("the collector exported %v, not both execs; its log:\n%s", got, colLog.String())
+	}, func() bool {
+		got = map[string]otlpRecord{}
+		for _, r := range otlpRecords(t, exported) {
+			got[lastArg(r.attrs)] = r
+		}
+		return got[host].attrs != nil && got[box].attrs != nil
+	})
+	for _, marker := range []string{host, box} {
+		w, r := want[marker], got[marker]
+		for k, v := range w {
+			if !reflect.DeepEqual(r.attrs[k], v) {
+				t.Errorf("%s: attribute %s = %#v, nstrace wrote %#v", marker, k, r.attrs[k], v)
+			}
+		}
+		if ts, err := time.Parse(time.RFC3339Nano, w["time"].(string)); err != nil || !r.time.Equal(ts) {
+			t.Errorf("%s: record time %v, the event's %v (%v)", marker, r.time, w["time"], err)
+		}
+		for k, v := range map[string]any{"k8s.namespace.name": "nstrace", "k8s.pod.name": pod, "k8s.pod.uid": uid, "k8s.container.name": "nstrace"} {
+			if r.resource[k] != v {
+				t.Errorf("%s: resource %s = %v, want %v", marker, k, r.resource[k], v)
+			}
+		}
+		if r.attrs["log.iostream"] != "stdout" {
+			t.Errorf("%s: log.iostream %v", marker, r.attrs["log.iostream"])
+		}
+		var body map[string]any
+		if s, ok := r.body.(string); !ok || json.Unmarshal([]byte(s), &body) != nil || !reflect.DeepEqual(body, w) {
+			t.Errorf("%s: body %#v, want the line nstrace wrote", marker, r.body)
+		}
+	}
+	rec, _ := json.Marshal(map[string]any{"resource": got[box].resource, "attributes": got[box].attrs, "time": got[box].time})
+	t.Logf("the container exec's record: %s", rec)
+	if err := col.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := col.Wait(); err != nil {
+		t.Errorf("the collector after SIGTERM: %v:\n%s", err, colLog.String())
+	}
+	a.stop(t)
+}
+
+// lastArg is an exec's last argument: the test's marker.
+func lastArg(l map[string]any) string {
+	if args, _ := l["args"].([]any); len(args) > 0 {
+		return fmt.Sprint(args[len(args)-1])
+	}
+	return ""
+}
+
+func mustExec(t *testing.T, argv ...string) {
+	t.Helper()
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v: %s", argv, err, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// The guide shows the collector configuration the test runs, verbatim
+// but for its licence line.
+func TestCollectorConfigDocumented(t *testing.T) {
+	cfg, err := os.ReadFile(collectorConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../docs/node-agent.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := strings.TrimPrefix(string(cfg), "# SPDX-License-Identifier: Apache-2.0\n")
+	if !strings.Contains(string(doc), "```yaml\n"+shown+"```\n") {
+		t.Errorf("docs/node-agent.md does not show %s as it is:\n%s", collectorConfig, cfg)
 	}
 }
