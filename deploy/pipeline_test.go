@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,60 +236,6 @@ scrape_configs:
 	}
 }
 
-// criLog writes lines as the kubelet's CRI log file does: TIME stdout F
-// LINE, where TIME is when the line was written.
-type criLog struct {
-	path string
-	f    *os.File
-}
-
-// podLogDir is a pod's container log directory as the kubelet lays it
-// out, /var/log/pods/NAMESPACE_POD_UID/CONTAINER, under root.
-func podLogDir(root, namespace, pod, uid, container string) string {
-	return filepath.Join(root, "var/log/pods", namespace+"_"+pod+"_"+uid, container)
-}
-
-func newCRILog(t *testing.T, dir string) *criLog {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	l := &criLog{path: filepath.Join(dir, "0.log")}
-	var err error
-	if l.f, err = os.Create(l.path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.f.Close() })
-	return l
-}
-
-func (l *criLog) write(line []byte) error {
-	_, err := fmt.Fprintf(l.f, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), line)
-	return err
-}
-
-// criLines reads a CRI log file's lines back as nstrace's JSON objects.
-func criLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-		f := strings.SplitN(line, " ", 4)
-		if len(f) != 4 || f[1] != "stdout" || f[2] != "F" {
-			t.Fatalf("not a CRI log line: %q", line)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(f[3]), &m); err != nil {
-			t.Fatalf("not JSON in the log: %q", f[3])
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // otlpValue is an OTLP JSON AnyValue.
 type otlpValue struct {
 	String *string                          `json:"stringValue"`
@@ -413,75 +358,28 @@ func buildCollector(t *testing.T) string {
 }
 
 // The OpenTelemetry Collector, built from the module proxy, runs the
-// documented filelog receiver on a pod's CRI log file of nstrace's feed:
-// every key of an event arrives as a log attribute, nested objects (ns,
-// container) as maps, the event's time as the record's, and the pod's
+// documented file_log receiver, as it is, on the node where the
+// DaemonSet's pod runs (through containerd's CRI, from the manifest):
+// reading the pod's log file under /var/log/pods, every key of an event
+// arrives as a log attribute, nested objects (ns, container) as maps, the
+// event's time as the record's, the line as the body, and the pod's
 // identity from the file's path as resource attributes.
 func TestPrivilegedCollectorReadsPodLog(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	testutil.NeedTools(t, "runc", "busybox")
 	otelcol := buildCollector(t)
+	c := testutil.StartCRI(t)
+	d := testutil.RunDaemonSet(t, c)
+	mark := fmt.Sprint(rand.IntN(1_000_000))
+	// A line in the log, so that the collector, reading from the end, has
+	// a file to watch.
+	mustExec(t, "/bin/true", "before-"+mark)
+	logEvent(t, d, "/bin/true before-"+mark)
+
+	// The documented receiver and a file exporter.
 	dir := t.TempDir()
-	m := rand.IntN(1_000_000)
-	mark := fmt.Sprint(m)
-	name := "nsto" + mark
-	prog := script(t, dir, name)
-	pod, uid := fmt.Sprintf("nstrace-%05d", m%100000), fmt.Sprintf("%08x-0000-4000-8000-%012x", m, rand.Int64N(1<<48))
-	root := filepath.Join(dir, "node")
-	log := newCRILog(t, podLogDir(root, "nstrace", pod, uid, "nstrace"))
-
-	// nstrace's stdout, as the container runtime keeps it.
-	a := startAgent(t, buildNstrace(t), "--json", "-e", "exec", "--comm", name)
-	written := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(a.stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			// A line that failed to be written is missing from the
-			// log, which the comparison below finds.
-			_ = log.write(sc.Bytes())
-			written <- sc.Text()
-		}
-		close(written)
-	}()
-	wrote := func(marker string) {
-		t.Helper()
-		for timeout := time.After(20 * time.Second); ; {
-			select {
-			case l := <-written:
-				if strings.Contains(l, marker) {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("nstrace wrote no event for %s; stderr %q", marker, a.stderr.String())
-			}
-		}
-	}
-	// A first line, so that the collector, reading from the end, has a
-	// file to watch.
-	mustExec(t, prog, "before-"+mark)
-	wrote("before-" + mark)
-
-	// The documented receiver, with its include paths under root, and a
-	// file exporter.
-	doc, err := os.ReadFile(collectorConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inc := regexp.MustCompile(`(?m)^    include: \[(.*)\]$`).FindSubmatch(doc)
-	if inc == nil {
-		t.Fatalf("no include list in %s", collectorConfig)
-	}
-	var globs []string
-	for _, g := range strings.Split(string(inc[1]), ",") {
-		globs = append(globs, strconv.Quote(filepath.Join(root, strings.TrimSpace(g))))
-	}
 	exported := filepath.Join(dir, "logs.json")
 	overlay := filepath.Join(dir, "test.yaml")
-	if err := os.WriteFile(overlay, []byte(`receivers:
-  file_log/nstrace:
-    include: [`+strings.Join(globs, ", ")+`]
-exporters:
+	if err := os.WriteFile(overlay, []byte(`exporters:
   file:
     path: `+strconv.Quote(exported)+`
     flush_interval: 100ms
@@ -504,43 +402,34 @@ service:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = col.Process.Kill(); _ = col.Wait() })
-	waitFor(t, 60*time.Second, func() string { return "the collector never watched " + log.path + ":\n" + colLog.String() }, func() bool {
-		return strings.Contains(colLog.String(), "Started watching file") && strings.Contains(colLog.String(), log.path)
+	waitFor(t, 60*time.Second, func() string { return "the collector never watched " + d.LogPath + ":\n" + colLog.String() }, func() bool {
+		return strings.Contains(colLog.String(), "Started watching file") && strings.Contains(colLog.String(), d.LogPath)
 	})
 
-	// An exec on the host, and one in a runc container.
-	host, box := "host-"+mark, "box-"+mark
-	mustExec(t, prog, host)
-	wrote(host)
-	bundle := t.TempDir()
-	rootfs := testutil.BusyboxRootfs(t, bundle)
-	script(t, filepath.Join(rootfs, "bin"), name)
-	testutil.Run(t, "sh", "-c", `cd "$0" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s|"sh"$|"/bin/`+name+`", "`+box+`"|' config.json`, bundle)
-	cid := "nstrace-otel-" + mark
-	t.Cleanup(func() { _, _ = testutil.RunErr("runc", "delete", "-f", cid) })
-	testutil.Run(t, "runc", "run", "--bundle", bundle, cid)
-	wrote(box)
+	// An exec in another pod, and one on the host.
+	p := c.RunPod(t, testutil.NewPod("target-"+mark, "nstrace-test-"+mark))
+	c.ExecSync(t, p.Start(t, testutil.NewContainer("app", "sleep", "3600")), "/bin/true", "pod-"+mark)
+	mustExec(t, "/bin/true", "host-"+mark)
+	inPod, host := "pod-"+mark, "host-"+mark
+	want := map[string]map[string]any{inPod: logEvent(t, d, "/bin/true "+inPod), host: logEvent(t, d, "/bin/true "+host)}
+	if ct, _ := want[inPod]["container"].(map[string]any); ct["pod"] == nil {
+		t.Errorf("the exec in pod %s is logged without it: %v", p.Config.Metadata.Name, want[inPod])
+	}
 
-	// What the log holds, line by line, against what the collector made
-	// of it.
-	want := map[string]map[string]any{}
-	for _, l := range criLines(t, log.path) {
-		want[lastArg(l)] = l
-	}
-	if c, _ := want[box]["container"].(map[string]any); c == nil || c["id"] != cid {
-		t.Errorf("nstrace's exec in container %s: %v", cid, want[box])
-	}
 	var got map[string]otlpRecord
 	waitFor(t, 30*time.Second, func() string {
-		return fmt.Sprintf("the collector exported %v, not both execs; its log:\n%s", got, colLog.String())
+		return fmt.Sprintf("the collector exported %d records, not both execs; its log:\n%s", len(got), colLog.String())
 	}, func() bool {
 		got = map[string]otlpRecord{}
 		for _, r := range otlpRecords(t, exported) {
-			got[lastArg(r.attrs)] = r
+			if r.attrs["event"] == "exec" {
+				got[lastArg(r.attrs)] = r
+			}
 		}
-		return got[host].attrs != nil && got[box].attrs != nil
+		return got[inPod].attrs != nil && got[host].attrs != nil
 	})
-	for _, marker := range []string{host, box} {
+	m := d.Spec.Pod.Metadata
+	for _, marker := range []string{inPod, host} {
 		w, r := want[marker], got[marker]
 		for k, v := range w {
 			if !reflect.DeepEqual(r.attrs[k], v) {
@@ -550,28 +439,28 @@ service:
 		if ts, err := time.Parse(time.RFC3339Nano, w["time"].(string)); err != nil || !r.time.Equal(ts) {
 			t.Errorf("%s: record time %v, the event's %v (%v)", marker, r.time, w["time"], err)
 		}
-		for k, v := range map[string]any{"k8s.namespace.name": "nstrace", "k8s.pod.name": pod, "k8s.pod.uid": uid, "k8s.container.name": "nstrace"} {
+		for k, v := range map[string]any{"k8s.namespace.name": m.Namespace, "k8s.pod.name": m.Name, "k8s.pod.uid": m.UID,
+			"k8s.container.name": d.Spec.Container.Metadata.Name, "k8s.container.restart_count": "0"} {
 			if r.resource[k] != v {
 				t.Errorf("%s: resource %s = %v, want %v", marker, k, r.resource[k], v)
 			}
 		}
-		if r.attrs["log.iostream"] != "stdout" {
-			t.Errorf("%s: log.iostream %v", marker, r.attrs["log.iostream"])
+		if r.attrs["log.iostream"] != "stdout" || r.attrs["log.file.path"] != d.LogPath {
+			t.Errorf("%s: log.iostream %v, log.file.path %v (want stdout, %s)", marker, r.attrs["log.iostream"], r.attrs["log.file.path"], d.LogPath)
 		}
 		var body map[string]any
 		if s, ok := r.body.(string); !ok || json.Unmarshal([]byte(s), &body) != nil || !reflect.DeepEqual(body, w) {
 			t.Errorf("%s: body %#v, want the line nstrace wrote", marker, r.body)
 		}
 	}
-	rec, _ := json.Marshal(map[string]any{"resource": got[box].resource, "attributes": got[box].attrs, "time": got[box].time})
-	t.Logf("the container exec's record: %s", rec)
+	rec, _ := json.Marshal(map[string]any{"resource": got[inPod].resource, "attributes": got[inPod].attrs, "time": got[inPod].time})
+	t.Logf("the exec in pod %s, as the collector exported it: %s", p.Config.Metadata.Name, rec)
 	if err := col.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := col.Wait(); err != nil {
 		t.Errorf("the collector after SIGTERM: %v:\n%s", err, colLog.String())
 	}
-	a.stop(t)
 }
 
 // lastArg is an exec's last argument: the test's marker.
