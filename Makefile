@@ -18,7 +18,7 @@ ARGS ?= -e exec
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_CFLAGS := $(BPF_CFLAGS)
 
-.PHONY: all build man install generate check-generated test-deps test test-unit test-kernels fuzz bench soak image kubeconform run clean
+.PHONY: all build man install generate check-generated test-deps otelcol test test-unit test-kernels fuzz bench soak image kubeconform run clean
 
 all: build
 
@@ -51,8 +51,10 @@ check-generated: generate
 # The container tests drive runc, containerd (ctr), Docker and Podman,
 # starting containerd and dockerd themselves when none runs; the pod tests
 # drive containerd's CRI with crictl (built once into bin/) and the CNI
-# plugins; Graphviz's dot renders nstrace ns --dot.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool containerd ctr dockerd docker podman /usr/lib/cni/bridge dot
+# plugins; Graphviz's dot renders nstrace ns --dot; a Prometheus server
+# scrapes nstrace and an OpenTelemetry Collector (make otelcol) reads its
+# pod log.
+TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool prometheus containerd ctr dockerd docker podman /usr/lib/cni/bridge dot
 TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman containernetworking-plugins graphviz
 CRICTL_VERSION := v1.37.0
 
@@ -67,6 +69,13 @@ test-deps:
 		GOBIN="$(CURDIR)/bin" CGO_ENABLED=0 $(GO) install -ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$(CRICTL_VERSION)" \
 			sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION); \
 	fi
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory otelcol; fi
+
+# The OpenTelemetry Collector of deploy/kubernetes/otelcol/builder.yaml,
+# built from the Go module proxy by the OpenTelemetry Collector Builder,
+# once, into bin/otelcol/HASH (about 2 minutes and 1 GB of memory).
+otelcol:
+	@PATH="$$PATH:$(dir $(GO))" deploy/kubernetes/otelcol/build >/dev/null
 
 # All tests. As root this includes the privileged suite, which loads the
 # real BPF programs; it never silently skips there.
