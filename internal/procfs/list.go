@@ -18,7 +18,10 @@ type Proc struct {
 	UID              uint32 // real uid, as the reader's user namespace sees it
 	Comm             string
 	Cgroup           string // cgroup v2 path
-	NS               ns.Set
+	// CgroupsV1 are the cgroup v1 lines of /proc/PID/cgroup
+	// ("ID:CONTROLLERS:PATH"), one a line (Hierarchies.CgroupOf).
+	CgroupsV1 string
+	NS        ns.Set
 	// Readable is false when none of the namespace links could be read
 	// (the process went away, or the kernel refused, as for PID 1 in
 	// some sandboxes).
@@ -60,11 +63,15 @@ func ReadProc(procRoot string, pid uint32) (Proc, bool) {
 	set, err := ReadPIDNS(procRoot, pid)
 	p.NS, p.Readable = set, err == nil
 	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+		var v1 []string
 		for _, line := range strings.Split(string(b), "\n") {
 			if rest, ok := strings.CutPrefix(line, "0::"); ok {
 				p.Cgroup = rest
+			} else if line != "" {
+				v1 = append(v1, line)
 			}
 		}
+		p.CgroupsV1 = strings.Join(v1, "\n")
 	}
 	return p, true
 }

@@ -13,9 +13,10 @@ import (
 
 // Mount is one line of a mountinfo file.
 type Mount struct {
-	Root   string // the mounted object's path within its file system
-	Point  string // where it is mounted
-	FSType string
+	Root    string // the mounted object's path within its file system
+	Point   string // where it is mounted
+	FSType  string
+	Options string // the file system's own (super block) options
 }
 
 // Mounts reads a mountinfo file (proc(5)):
@@ -38,7 +39,11 @@ func Mounts(path string) ([]Mount, error) {
 		if len(f) < 5 || len(g) < 1 {
 			continue
 		}
-		out = append(out, Mount{Root: unescapeMount(f[3]), Point: unescapeMount(f[4]), FSType: g[0]})
+		m := Mount{Root: unescapeMount(f[3]), Point: unescapeMount(f[4]), FSType: g[0]}
+		if len(g) >= 3 {
+			m.Options = g[2]
+		}
+		out = append(out, m)
 	}
 	return out, sc.Err()
 }
@@ -70,9 +75,16 @@ func unescapeMount(s string) string {
 // "/../..", and "/" is only the namespace's own part; the host's wins.
 func Cgroup2Mount(mountinfo string) (string, bool) {
 	ms, _ := Mounts(mountinfo)
+	return hierarchyMount(ms, func(m Mount) bool { return m.FSType == "cgroup2" })
+}
+
+// hierarchyMount finds where the root of the cgroup hierarchy of the
+// mounts that match is mounted: the host's, where a cgroup namespace
+// shows both (Cgroup2Mount).
+func hierarchyMount(ms []Mount, match func(Mount) bool) (string, bool) {
 	point, found := "", false
 	for _, m := range ms {
-		if m.FSType != "cgroup2" {
+		if !match(m) {
 			continue
 		}
 		if aboveNamespace(m.Root) {
@@ -83,6 +95,60 @@ func Cgroup2Mount(mountinfo string) (string, bool) {
 		}
 	}
 	return point, found
+}
+
+// Hierarchies are the cgroup hierarchies that identify a process: v2's,
+// and a v1 hierarchy that does where the process is in the v2 root.
+type Hierarchies struct {
+	V2 string // where the v2 hierarchy is mounted, "" if nowhere
+	// V1 is where the v1 hierarchy of Controller is mounted; both are ""
+	// where none is used.
+	V1, Controller string
+}
+
+// FindHierarchies reads a mountinfo file, normally /proc/self/mountinfo:
+// the v2 hierarchy's mount (Cgroup2Mount), and the first of controllers
+// mounted as a cgroup v1 hierarchy whose root it shows.
+func FindHierarchies(mountinfo string, controllers []string) Hierarchies {
+	ms, _ := Mounts(mountinfo)
+	var h Hierarchies
+	h.V2, _ = hierarchyMount(ms, func(m Mount) bool { return m.FSType == "cgroup2" })
+	for _, c := range controllers {
+		point, ok := hierarchyMount(ms, func(m Mount) bool { return m.FSType == "cgroup" && hasController(m.Options, c) })
+		if ok {
+			h.V1, h.Controller = point, c
+			break
+		}
+	}
+	return h
+}
+
+// hasController reports whether a cgroup v1 mount's options ("rw,cpu,cpuacct")
+// bind controller.
+func hasController(options, controller string) bool {
+	for _, o := range strings.Split(options, ",") {
+		if o == controller {
+			return true
+		}
+	}
+	return false
+}
+
+// CgroupOf is p's cgroup as it identifies p: its v2 path, or where that
+// is the root and h has a v1 hierarchy, its path there (v1 set).
+func (h Hierarchies) CgroupOf(p Proc) (path string, v1 bool) {
+	if p.Cgroup != "/" && p.Cgroup != "" || h.Controller == "" {
+		return p.Cgroup, false
+	}
+	for _, line := range strings.Split(p.CgroupsV1, "\n") {
+		// ID:CONTROLLERS:PATH
+		_, rest, _ := strings.Cut(line, ":")
+		ctrls, path, ok := strings.Cut(rest, ":")
+		if ok && hasController(ctrls, h.Controller) {
+			return path, true
+		}
+	}
+	return p.Cgroup, false
 }
 
 // aboveNamespace reports whether a cgroup mount's root, as a cgroup

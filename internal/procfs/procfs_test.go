@@ -100,6 +100,74 @@ func TestCgroup2Mount(t *testing.T) {
 	}
 }
 
+// The v1 hierarchy that identifies a process is the first of the
+// controllers asked for that is mounted whole; co-mounted controllers
+// count, named hierarchies do not.
+func TestFindHierarchies(t *testing.T) {
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	prefer := []string{"pids", "memory", "cpu"}
+	for _, c := range []struct {
+		name, text string
+		want       Hierarchies
+	}{
+		{"hybrid", "25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n" +
+			"26 25 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" +
+			"27 25 0:24 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,nosuid,nodev,noexec,relatime,pids\n" +
+			"34 25 0:31 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n",
+			Hierarchies{V2: "/sys/fs/cgroup/unified", V1: "/sys/fs/cgroup/pids", Controller: "pids"}},
+		{"v1 only, cpu with cpuacct", "25 30 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n" +
+			"26 25 0:23 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n" +
+			"28 25 0:25 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+			Hierarchies{V1: "/sys/fs/cgroup/cpu,cpuacct", Controller: "cpu"}},
+		{"v2 only", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+			Hierarchies{V2: "/sys/fs/cgroup"}},
+		// In a cgroup namespace, the host's hierarchy, mounted over the
+		// namespace's own, is the one.
+		{"in a cgroup namespace", "40 30 0:23 / /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n" +
+			"41 40 0:23 /.. /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n",
+			Hierarchies{V1: "/sys/fs/cgroup/pids", Controller: "pids"}},
+		{"a part of a hierarchy", "40 30 0:23 /docker /mnt/pids ro - cgroup cgroup rw,pids\n" +
+			"41 30 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+			Hierarchies{V1: "/sys/fs/cgroup/memory", Controller: "memory"}},
+		{"a named hierarchy only", "26 25 0:23 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", Hierarchies{}},
+	} {
+		if err := os.WriteFile(mi, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := FindHierarchies(mi, prefer); got != c.want {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+// A process in the v2 root is identified by its cgroup in the v1
+// hierarchy; one in a v2 cgroup of its own, by that.
+func TestCgroupOf(t *testing.T) {
+	root := t.TempDir()
+	h := Hierarchies{V2: "/sys/fs/cgroup/unified", V1: "/sys/fs/cgroup/pids", Controller: "pids"}
+	for _, c := range []struct {
+		file, path string
+		v1         bool
+	}{
+		{"12:pids:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n", "/docker/abc", true},
+		{"12:pids:/docker/abc\n0::/docker/abc\n", "/docker/abc", false},
+		{"12:pids:/mybox\n", "/mybox", true},
+		{"4:cpu,cpuacct:/x\n0::/\n", "/", false},
+	} {
+		procfstest.Status(t, root, "7", "Name:\tsh\n")
+		if err := os.WriteFile(filepath.Join(root, "7", "cgroup"), []byte(c.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := ReadProc(root, 7)
+		if path, v1 := h.CgroupOf(p); path != c.path || v1 != c.v1 {
+			t.Errorf("%q: %q %v, want %q %v", c.file, path, v1, c.path, c.v1)
+		}
+		if path, v1 := (Hierarchies{V2: h.V2}).CgroupOf(p); v1 || path != p.Cgroup {
+			t.Errorf("%q without a v1 hierarchy: %q %v", c.file, path, v1)
+		}
+	}
+}
+
 func TestCgroupPathWithoutHierarchy(t *testing.T) {
 	c := NewCgroups(filepath.Join(t.TempDir(), "missing"))
 	defer c.Close()
