@@ -46,6 +46,11 @@ const volatile __u32 nst_follow = 0;
 const volatile __u32 nst_filter_ns = 0;
 /* Only processes in a cgroup of the cgroup_filter map, or below one. */
 const volatile __u32 nst_filter_cgroup = 0;
+/*
+ * The controller (enum nst_v1_controller) whose cgroup v1 hierarchy names the
+ * cgroup of a process that is in the cgroup v2 root; none: v2 only.
+ */
+const volatile __u32 nst_cgroup_v1 = NST_CGV1_NONE;
 
 /*
  * Events that could not be delivered, by enum nst_lost_reason, and all
@@ -76,6 +81,13 @@ __u64 nst_inflight;
 struct host_ns nst_host;
 
 /*
+ * The cgroup key (enum nst_cgroup_key) of a task in the initial css_set,
+ * the roots' in every hierarchy, as its first event found it: later ones
+ * need no look.
+ */
+__u64 nst_host_cgroup;
+
+/*
  * The same, given back by the loader, which runs nst_host_ns first (in a
  * collection of its own): a task in the host's namespaces costs no look
  * at them. Zero (never a live object's address) when it is not known.
@@ -92,6 +104,8 @@ const enum nst_ns *unused_ns __attribute__((unused));
 const enum nst_flag *unused_flag __attribute__((unused));
 const enum nst_lost_reason *unused_lost __attribute__((unused));
 const enum nst_syscall_class *unused_sysclass __attribute__((unused));
+const enum nst_v1_controller *unused_v1_controller __attribute__((unused));
+const enum nst_cgroup_key *unused_cgroup_key __attribute__((unused));
 const struct ancestor *unused_ancestor __attribute__((unused));
 const struct cgroup_event *unused_cgroup_event __attribute__((unused));
 const struct wake_event *unused_wake_event __attribute__((unused));
@@ -152,8 +166,9 @@ struct {
 } ns_filter SEC(".maps");
 
 /*
- * cgroup v2 ids whose names were sent (struct cgroup_event). Ids are never
- * reused; user space removes the ones it forgets.
+ * Cgroup keys (enum nst_cgroup_key) whose names were sent (struct
+ * cgroup_event). Ids are never reused; user space removes the ones it
+ * forgets.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -182,7 +197,7 @@ struct {
 	__type(value, struct event_anc);
 } scratch SEC(".maps");
 
-/* cgroup v2 ids to report, with their descendants (--container). */
+/* Cgroup keys to report, with their descendants (--container). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -401,31 +416,6 @@ static __always_inline bool ns_wanted(const struct event *e)
 	return ns_pass(e->ns, e->ns_other);
 }
 
-/* Is kn, or a cgroup above it, one the cgroup filter asks for? */
-static __always_inline bool cgroup_match(struct kernfs_node *kn)
-{
-	struct kernfs_node___parent *old;
-	__u64 id;
-
-	for (int i = 0; i < NST_CGROUP_DEPTH && kn; i++) {
-		id = BPF_CORE_READ(kn, id);
-		if (bpf_map_lookup_elem(&cgroup_filter, &id))
-			return true;
-		old = (void *)kn;
-		if (bpf_core_field_exists(kn->__parent))
-			kn = BPF_CORE_READ(kn, __parent);
-		else
-			kn = BPF_CORE_READ(old, parent);
-	}
-	return false;
-}
-
-/* Does the cgroup filter pass t? */
-static __always_inline bool cgroup_pass(struct task_struct *t)
-{
-	return !nst_filter_cgroup || cgroup_match(BPF_CORE_READ(t, cgroups, dfl_cgrp, kn));
-}
-
 /* Has this cgroup's name been sent? A recent one is; else ask the table. */
 static __always_inline bool cgroup_recent(__u64 id)
 {
@@ -440,6 +430,33 @@ static __always_inline bool cgroup_recent(__u64 id)
 	cgroup_remember(id);
 	return true;
 }
+
+/*
+ * The kernel's index in css_set.subsys[] of the controller nst_cgroup_v1
+ * names, or -1: its enum cgroup_subsys_id, which depends on the
+ * controllers the kernel was built with, read from the kernel's BTF.
+ */
+#define NST_SUBSYS(ours, theirs)                                               \
+	case ours:                                                             \
+		if (bpf_core_enum_value_exists(enum cgroup_subsys_id, theirs)) \
+			return bpf_core_enum_value(enum cgroup_subsys_id, theirs); \
+		break
+
+static __always_inline int cgroup_v1_subsys(void)
+{
+	switch (nst_cgroup_v1) {
+	NST_SUBSYS(NST_CGV1_PIDS, pids_cgrp_id);
+	NST_SUBSYS(NST_CGV1_MEMORY, memory_cgrp_id);
+	NST_SUBSYS(NST_CGV1_CPU, cpu_cgrp_id);
+	NST_SUBSYS(NST_CGV1_CPUACCT, cpuacct_cgrp_id);
+	NST_SUBSYS(NST_CGV1_DEVICES, devices_cgrp_id);
+	NST_SUBSYS(NST_CGV1_FREEZER, freezer_cgrp_id);
+	NST_SUBSYS(NST_CGV1_BLKIO, io_cgrp_id);
+	NST_SUBSYS(NST_CGV1_CPUSET, cpuset_cgrp_id);
+	}
+	return -1;
+}
+#undef NST_SUBSYS
 
 /* Task readers for BTF pointers: plain loads. */
 #define NST_R(...) ___arrow(__VA_ARGS__)
@@ -458,6 +475,35 @@ static __always_inline bool cgroup_recent(__u64 id)
 #undef NST_R
 #undef NST_FN
 #undef NST_COMM
+
+/*
+ * Is kn, or a cgroup above it, one the cgroup filter asks for? v1 marks
+ * the keys of the v1 hierarchy's cgroups (NST_CGROUP_V1), or is 0.
+ */
+static __always_inline bool cgroup_match(struct kernfs_node *kn, __u64 v1)
+{
+	__u64 key;
+
+	for (int i = 0; i < NST_CGROUP_DEPTH && kn; i++) {
+		key = BPF_CORE_READ(kn, id) | v1;
+		if (bpf_map_lookup_elem(&cgroup_filter, &key))
+			return true;
+		kn = kn_parent_any(kn);
+	}
+	return false;
+}
+
+/* Does the cgroup filter pass t? */
+static __always_inline bool cgroup_pass(struct task_struct *t)
+{
+	struct kernfs_node *kn;
+	__u64 key;
+
+	if (!nst_filter_cgroup)
+		return true;
+	kn = task_cgroup_any(BPF_CORE_READ(t, cgroups), &key);
+	return cgroup_match(kn, key & NST_CGROUP_V1);
+}
 
 /*
  * Fill the identity of t (the current task of a syscall hook), its

@@ -109,6 +109,35 @@ enum nst_syscall_class {
 	NST_SYS_PTRACE = 9,
 };
 
+/*
+ * The cgroup v1 controllers whose hierarchy can name a process's cgroup
+ * where its cgroup v2 one is the root (nst_cgroup_v1): the loader picks
+ * one mounted as a v1 hierarchy.
+ */
+enum nst_v1_controller {
+	NST_CGV1_NONE = 0,
+	NST_CGV1_PIDS = 1,
+	NST_CGV1_MEMORY = 2,
+	NST_CGV1_CPU = 3,
+	NST_CGV1_CPUACCT = 4,
+	NST_CGV1_DEVICES = 5,
+	NST_CGV1_FREEZER = 6,
+	NST_CGV1_BLKIO = 7,
+	NST_CGV1_CPUSET = 8,
+};
+
+/*
+ * A cgroup as records and tables name it (cgroup_id): its kernfs id, with
+ * this bit set for a cgroup of the v1 hierarchy, whose ids are another
+ * space than v2's. No kernfs id has it: an id's low 32 bits are an
+ * inode number below 2^31, its high ones a count of the times those
+ * wrapped.
+ */
+enum nst_cgroup_key {
+	NST_CGROUP_V1_BIT = 63,
+};
+#define NST_CGROUP_V1 (1ULL << NST_CGROUP_V1_BIT)
+
 /* System call numbers below this are classified. */
 #define NST_SYSCALLS_MAX 512
 
@@ -122,7 +151,7 @@ enum nst_syscall_class {
  */
 struct event {
 	__u64 ts_ns;       /* CLOCK_BOOTTIME, ns: keeps counting in suspend */
-	__u64 cgroup_id;   /* cgroup v2 id (the cgroup directory's inode) */
+	__u64 cgroup_id;   /* the cgroup's key (enum nst_cgroup_key) */
 	/*
 	 * Events lost so far, all reasons together, when this record was
 	 * written: a change from the previous record says some were lost
@@ -182,7 +211,7 @@ struct event {
  */
 struct cgroup_event {
 	__u64 ts_ns;
-	__u64 cgroup_id;
+	__u64 cgroup_id; /* the cgroup's key (enum nst_cgroup_key) */
 	__u64 lost_seq;
 	__u32 kind; /* NST_EV_CGROUP */
 	__u32 _pad;

@@ -68,29 +68,73 @@ static __always_inline __u32 NST_FN(read_ns)(struct task_struct *t, __u32 *ns)
 }
 
 /*
- * The task's cgroup v2 id; the first time the id is seen, a record with
- * the cgroup's kernfs name and its parent's goes ahead of the event.
+ * The parent of a cgroup's kernfs node; NULL for the root. Linux 6.15
+ * renamed kernfs_node::parent to __parent ("kernfs: Use RCU to access
+ * kernfs_node::parent").
+ */
+static __always_inline struct kernfs_node *NST_FN(kn_parent)(struct kernfs_node *kn)
+{
+	struct kernfs_node___parent *old = (void *)kn;
+
+	if (bpf_core_field_exists(kn->__parent))
+		return NST_R(kn, __parent);
+	return NST_R(old, parent);
+}
+
+/*
+ * The kernfs node of the cgroup that identifies a task in css_set cs,
+ * and its key (enum nst_cgroup_key): its cgroup v2 one; or, where that is
+ * the v2 root and nst_cgroup_v1 names a controller, that controller's
+ * cgroup, in its v1 hierarchy.
+ */
+static __always_inline struct kernfs_node *NST_FN(task_cgroup)(struct css_set *cs, __u64 *key)
+{
+	struct kernfs_node *kn = NST_R(cs, dfl_cgrp, kn);
+	__u64 id = NST_R(kn, id);
+	bool v2_root;
+	int ssid;
+
+	*key = id;
+	ssid = cgroup_v1_subsys();
+	if (ssid < 0)
+		return kn;
+	/* The v2 root's id is the first task's, where the loader knows it. */
+	if (nst_known.found)
+		v2_root = id == nst_known.cgroup_id;
+	else
+		v2_root = !NST_FN(kn_parent)(kn);
+	if (!v2_root)
+		return kn;
+	kn = NST_R(cs, subsys[ssid], cgroup, kn);
+	*key = NST_R(kn, id) | NST_CGROUP_V1;
+	return kn;
+}
+
+/*
+ * The key (enum nst_cgroup_key) of the cgroup that identifies t
+ * (task_cgroup); the first time the key is seen, a record with the
+ * cgroup's kernfs name and its parent's goes ahead of the event.
  */
 static __always_inline __u64 NST_FN(note_cgroup)(struct task_struct *t)
 {
 	struct css_set *cs = NST_R(t, cgroups);
-	struct kernfs_node___parent *old;
 	struct kernfs_node *kn, *parent;
 	struct cgroup_event *c;
+	bool host = cs && (__u64)cs == nst_known.css_set;
 	__u8 one = 1;
 	__u64 id;
 
-	/* The initial css_set is the root cgroup's, for good. */
-	if (cs && (__u64)cs == nst_known.css_set) {
-		id = nst_known.cgroup_id;
-		if (cgroup_recent(id))
+	/* The initial css_set is the roots' in every hierarchy, for good. */
+	if (host) {
+		id = nst_host_cgroup;
+		if (id && cgroup_recent(id))
 			return id;
 	}
-	kn = NST_R(cs, dfl_cgrp, kn);
-	id = NST_R(kn, id);
+	kn = NST_FN(task_cgroup)(cs, &id);
+	if (host)
+		nst_host_cgroup = id;
 	if (cgroup_recent(id))
 		return id;
-	old = (void *)kn;
 	c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
 	if (!c) {
 		count_lost(NST_LOST_RINGBUF);
@@ -100,10 +144,7 @@ static __always_inline __u64 NST_FN(note_cgroup)(struct task_struct *t)
 	c->kind = NST_EV_CGROUP;
 	c->cgroup_id = id;
 	c->lost_seq = nst_lost_seq;
-	if (bpf_core_field_exists(kn->__parent))
-		parent = NST_R(kn, __parent);
-	else
-		parent = NST_R(old, parent);
+	parent = NST_FN(kn_parent)(kn);
 	bpf_probe_read_kernel_str(c->name, sizeof(c->name), NST_R(kn, name));
 	/* The root has no parent. */
 	if (parent)

@@ -171,6 +171,12 @@ struct cred {
 	struct user_namespace *user_ns;
 };
 
+/*
+ * A cgroup's directory in its hierarchy. id is the directory's inode
+ * number, unique within the hierarchy (each has its own kernfs root): a
+ * u64 since Linux 5.5 ("kernfs: convert kernfs_node->id from union
+ * kernfs_node_id to u64"), before nstrace's oldest kernel.
+ */
 struct kernfs_node {
 	struct kernfs_node *__parent;
 	const char *name;
@@ -189,7 +195,19 @@ struct cgroup {
 	struct kernfs_node *kn;
 };
 
+/* A controller's state in one cgroup: of the hierarchy it is bound to. */
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+};
+
+/*
+ * The cgroups of a task: its cgroup v2 one (dfl_cgrp), and each
+ * controller's (subsys[], indexed by enum cgroup_subsys_id, as many as
+ * the kernel was built with), which is a cgroup v1 hierarchy's for a
+ * controller mounted there.
+ */
 struct css_set {
+	struct cgroup_subsys_state *subsys[1];
 	struct cgroup *dfl_cgrp;
 };
 
@@ -304,5 +322,22 @@ struct pt_regs___arm64 {
 };
 
 #pragma clang attribute pop
+
+/*
+ * The controllers' indexes in css_set.subsys[] (include/linux/cgroup_subsys.h):
+ * a kernel's values depend on the controllers it was built with, so they
+ * are read from its BTF (bpf_core_enum_value), never from here. blkio's
+ * is io_cgrp_id.
+ */
+enum cgroup_subsys_id {
+	cpuset_cgrp_id,
+	cpu_cgrp_id,
+	cpuacct_cgrp_id,
+	io_cgrp_id,
+	memory_cgrp_id,
+	devices_cgrp_id,
+	freezer_cgrp_id,
+	pids_cgrp_id,
+};
 
 #endif /* __NSTRACE_KERNEL_H */

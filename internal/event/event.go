@@ -187,14 +187,19 @@ type Event struct {
 	GID   uint32
 	Comm  []byte
 
-	NS       ns.Set
+	NS ns.Set
+	// CgroupID is the process's cgroup: its cgroup v2 one, or where that
+	// is the v2 root, its cgroup in the v1 hierarchy of the controller
+	// CgroupV1 names ("" for v2). The id is the cgroup directory's inode
+	// in its hierarchy; the two hierarchies' ids are different spaces.
 	CgroupID uint64
+	CgroupV1 string
 	// CgroupName and CgroupParent are the kernfs names of the cgroup and
 	// of its parent, as the kernel read them when it first saw the cgroup
 	// (cgroup ids are never reused).
 	CgroupName   string
 	CgroupParent string
-	Cgroup       string     // path in the cgroup v2 hierarchy, if known
+	Cgroup       string     // path in the cgroup's hierarchy, if known
 	Container    *Container // nil outside containers
 
 	// Compat: a 32-bit system call (unshare, setns).

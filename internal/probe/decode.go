@@ -112,9 +112,12 @@ type Decoder struct {
 	// short holds a record that carries less than all of struct event,
 	// the rest zero.
 	short   nstraceEvent
-	cgroups map[uint64]cgroupNames
-	// forget is called with the cgroup ids dropped from cgroups.
+	cgroups map[uint64]cgroupNames // by key (enum nst_cgroup_key)
+	// forget is called with the cgroup keys dropped from cgroups.
 	forget func([]uint64)
+	// cgroupV1 is the controller whose v1 hierarchy the keys marked so
+	// (cgroupV1Key) are of.
+	cgroupV1 string
 	// lossSeq is the kernel's loss count as of the last record or check;
 	// lossBefore says the last record found it changed.
 	lossSeq    uint64
@@ -171,11 +174,14 @@ func (d *Decoder) Decode(raw []byte, e *event.Event) error {
 		UID:      r.Uid,
 		GID:      r.Gid,
 		Comm:     cString(raw[unsafe.Offsetof(r.Comm):][:len(r.Comm)]),
-		CgroupID: r.CgroupId,
+		CgroupID: r.CgroupId &^ cgroupV1Key,
 		NS:       widen(&r.Ns),
 		Compat:   r.Flags&flagCompat != 0,
 		EUID:     r.Euid,
 		EGID:     r.Egid,
+	}
+	if r.CgroupId&cgroupV1Key != 0 {
+		e.CgroupV1 = d.cgroupV1
 	}
 	if c, ok := d.cgroups[r.CgroupId]; ok {
 		e.CgroupName, e.CgroupParent = c.name, c.parent

@@ -294,6 +294,66 @@ func TestDecodeCgroupAndLoss(t *testing.T) {
 	}
 }
 
+// A cgroup of the v1 hierarchy comes with its key marked: the event has
+// its id and the controller, and its names are not those of the v2
+// cgroup with the same id.
+func TestDecodeCgroupV1(t *testing.T) {
+	d := Decoder{cgroupV1: "pids"}
+	var e event.Event
+	raw := make([]byte, cgroupRecordSize)
+	for _, c := range []struct {
+		key  uint64
+		name string
+	}{{9, "docker-abc.scope"}, {9 | cgroupV1Key, "abc"}} {
+		r := nstraceCgroupEvent{Kind: uint32(nstraceNstKindNST_EV_CGROUP), CgroupId: c.key}
+		putString(r.Name[:], c.name)
+		putString(r.Parent[:], "docker")
+		*(*nstraceCgroupEvent)(unsafe.Pointer(&raw[0])) = r
+		if err := d.Decode(raw, &e); err != errNotEvent {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		key  uint64
+		v1   string
+		name string
+	}{{9, "", "docker-abc.scope"}, {9 | cgroupV1Key, "pids", "abc"}} {
+		r := nstraceEvent{Kind: uint32(nstraceNstKindNST_EV_EXIT), CgroupId: c.key}
+		if err := d.Decode(record(r, nil), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.CgroupID != 9 || e.CgroupV1 != c.v1 || e.CgroupName != c.name {
+			t.Errorf("key %#x: cgroup %d v1 %q %q, want 9 %q %q", c.key, e.CgroupID, e.CgroupV1, e.CgroupName, c.v1, c.name)
+		}
+	}
+}
+
+// Every controller nstrace can read a v1 identity from has the kernel
+// side's number, and only those.
+func TestCgroupV1Controllers(t *testing.T) {
+	seen := map[nstraceNstV1Controller]bool{}
+	for _, name := range CgroupV1Controllers {
+		id, err := cgroupV1ID(name)
+		if err != nil || id == nstraceNstV1ControllerNST_CGV1NONE || seen[id] {
+			t.Errorf("%s: %v %v", name, id, err)
+		}
+		seen[id] = true
+	}
+	if len(seen) != int(nstraceNstV1ControllerNST_CGV1CPUSET) {
+		t.Errorf("%d controllers, the kernel side has %d", len(seen), nstraceNstV1ControllerNST_CGV1CPUSET)
+	}
+	if id, err := cgroupV1ID(""); err != nil || id != nstraceNstV1ControllerNST_CGV1NONE {
+		t.Errorf("none: %v %v", id, err)
+	}
+	if _, err := cgroupV1ID("name=systemd"); err == nil {
+		t.Error("a named hierarchy was taken")
+	}
+	f := Filter{Cgroups: []uint64{5}, CgroupsV1: []uint64{5}}
+	if k := f.cgroupKeys(); len(k) != 2 || k[0] != 5 || k[1] != 5|1<<63 {
+		t.Errorf("filter keys %#x", k)
+	}
+}
+
 func TestWallClockIsBootTimePlusOffset(t *testing.T) {
 	var c wallClock
 	var boot unix.Timespec

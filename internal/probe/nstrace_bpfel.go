@@ -100,6 +100,12 @@ type nstraceHostNs struct {
 	CgroupId uint64
 }
 
+type nstraceNstCgroupKey uint32
+
+const (
+	nstraceNstCgroupKeyNST_CGROUP_V1BIT nstraceNstCgroupKey = 63
+)
+
 type nstraceNstFlag uint32
 
 const (
@@ -170,6 +176,20 @@ const (
 	nstraceNstSyscallClassNST_SYS_CRED     nstraceNstSyscallClass = 7
 	nstraceNstSyscallClassNST_SYS_SETSID   nstraceNstSyscallClass = 8
 	nstraceNstSyscallClassNST_SYS_PTRACE   nstraceNstSyscallClass = 9
+)
+
+type nstraceNstV1Controller uint32
+
+const (
+	nstraceNstV1ControllerNST_CGV1NONE    nstraceNstV1Controller = 0
+	nstraceNstV1ControllerNST_CGV1PIDS    nstraceNstV1Controller = 1
+	nstraceNstV1ControllerNST_CGV1MEMORY  nstraceNstV1Controller = 2
+	nstraceNstV1ControllerNST_CGV1CPU     nstraceNstV1Controller = 3
+	nstraceNstV1ControllerNST_CGV1CPUACCT nstraceNstV1Controller = 4
+	nstraceNstV1ControllerNST_CGV1DEVICES nstraceNstV1Controller = 5
+	nstraceNstV1ControllerNST_CGV1FREEZER nstraceNstV1Controller = 6
+	nstraceNstV1ControllerNST_CGV1BLKIO   nstraceNstV1Controller = 7
+	nstraceNstV1ControllerNST_CGV1CPUSET  nstraceNstV1Controller = 8
 )
 
 type nstraceRecentCgroups struct {
@@ -257,41 +277,45 @@ type nstraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nstraceVariableSpecs struct {
-	NstAncestors      *ebpf.VariableSpec `ebpf:"nst_ancestors"`
-	NstFilterCgroup   *ebpf.VariableSpec `ebpf:"nst_filter_cgroup"`
-	NstFilterNs       *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
-	NstFilterPids     *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
-	NstFollow         *ebpf.VariableSpec `ebpf:"nst_follow"`
-	NstHost           *ebpf.VariableSpec `ebpf:"nst_host"`
-	NstInflight       *ebpf.VariableSpec `ebpf:"nst_inflight"`
-	NstKnown          *ebpf.VariableSpec `ebpf:"nst_known"`
-	NstLost           *ebpf.VariableSpec `ebpf:"nst_lost"`
-	NstLostSeq        *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
-	NstReaderWaiting  *ebpf.VariableSpec `ebpf:"nst_reader_waiting"`
-	NstRecentCgroups  *ebpf.VariableSpec `ebpf:"nst_recent_cgroups"`
-	NstSysclass       *ebpf.VariableSpec `ebpf:"nst_sysclass"`
-	NstSysclass32     *ebpf.VariableSpec `ebpf:"nst_sysclass32"`
-	NstSyswatch       *ebpf.VariableSpec `ebpf:"nst_syswatch"`
-	NstWantClone      *ebpf.VariableSpec `ebpf:"nst_want_clone"`
-	NstWantComm       *ebpf.VariableSpec `ebpf:"nst_want_comm"`
-	NstWantExec       *ebpf.VariableSpec `ebpf:"nst_want_exec"`
-	NstWantExit       *ebpf.VariableSpec `ebpf:"nst_want_exit"`
-	NstWantFailed     *ebpf.VariableSpec `ebpf:"nst_want_failed"`
-	NstWantFork       *ebpf.VariableSpec `ebpf:"nst_want_fork"`
-	NstWantPtrace     *ebpf.VariableSpec `ebpf:"nst_want_ptrace"`
-	NstWantSetns      *ebpf.VariableSpec `ebpf:"nst_want_setns"`
-	NstWantSid        *ebpf.VariableSpec `ebpf:"nst_want_sid"`
-	NstWantUid        *ebpf.VariableSpec `ebpf:"nst_want_uid"`
-	NstWantUnshare    *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
-	UnusedAncestor    *ebpf.VariableSpec `ebpf:"unused_ancestor"`
-	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFlag        *ebpf.VariableSpec `ebpf:"unused_flag"`
-	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
-	UnusedLost        *ebpf.VariableSpec `ebpf:"unused_lost"`
-	UnusedNs          *ebpf.VariableSpec `ebpf:"unused_ns"`
-	UnusedSysclass    *ebpf.VariableSpec `ebpf:"unused_sysclass"`
-	UnusedWakeEvent   *ebpf.VariableSpec `ebpf:"unused_wake_event"`
+	NstAncestors       *ebpf.VariableSpec `ebpf:"nst_ancestors"`
+	NstCgroupV1        *ebpf.VariableSpec `ebpf:"nst_cgroup_v1"`
+	NstFilterCgroup    *ebpf.VariableSpec `ebpf:"nst_filter_cgroup"`
+	NstFilterNs        *ebpf.VariableSpec `ebpf:"nst_filter_ns"`
+	NstFilterPids      *ebpf.VariableSpec `ebpf:"nst_filter_pids"`
+	NstFollow          *ebpf.VariableSpec `ebpf:"nst_follow"`
+	NstHost            *ebpf.VariableSpec `ebpf:"nst_host"`
+	NstHostCgroup      *ebpf.VariableSpec `ebpf:"nst_host_cgroup"`
+	NstInflight        *ebpf.VariableSpec `ebpf:"nst_inflight"`
+	NstKnown           *ebpf.VariableSpec `ebpf:"nst_known"`
+	NstLost            *ebpf.VariableSpec `ebpf:"nst_lost"`
+	NstLostSeq         *ebpf.VariableSpec `ebpf:"nst_lost_seq"`
+	NstReaderWaiting   *ebpf.VariableSpec `ebpf:"nst_reader_waiting"`
+	NstRecentCgroups   *ebpf.VariableSpec `ebpf:"nst_recent_cgroups"`
+	NstSysclass        *ebpf.VariableSpec `ebpf:"nst_sysclass"`
+	NstSysclass32      *ebpf.VariableSpec `ebpf:"nst_sysclass32"`
+	NstSyswatch        *ebpf.VariableSpec `ebpf:"nst_syswatch"`
+	NstWantClone       *ebpf.VariableSpec `ebpf:"nst_want_clone"`
+	NstWantComm        *ebpf.VariableSpec `ebpf:"nst_want_comm"`
+	NstWantExec        *ebpf.VariableSpec `ebpf:"nst_want_exec"`
+	NstWantExit        *ebpf.VariableSpec `ebpf:"nst_want_exit"`
+	NstWantFailed      *ebpf.VariableSpec `ebpf:"nst_want_failed"`
+	NstWantFork        *ebpf.VariableSpec `ebpf:"nst_want_fork"`
+	NstWantPtrace      *ebpf.VariableSpec `ebpf:"nst_want_ptrace"`
+	NstWantSetns       *ebpf.VariableSpec `ebpf:"nst_want_setns"`
+	NstWantSid         *ebpf.VariableSpec `ebpf:"nst_want_sid"`
+	NstWantUid         *ebpf.VariableSpec `ebpf:"nst_want_uid"`
+	NstWantUnshare     *ebpf.VariableSpec `ebpf:"nst_want_unshare"`
+	UnusedAncestor     *ebpf.VariableSpec `ebpf:"unused_ancestor"`
+	UnusedCgroupEvent  *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedCgroupKey    *ebpf.VariableSpec `ebpf:"unused_cgroup_key"`
+	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlag         *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedKind         *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLost         *ebpf.VariableSpec `ebpf:"unused_lost"`
+	UnusedNs           *ebpf.VariableSpec `ebpf:"unused_ns"`
+	UnusedSysclass     *ebpf.VariableSpec `ebpf:"unused_sysclass"`
+	UnusedV1Controller *ebpf.VariableSpec `ebpf:"unused_v1_controller"`
+	UnusedWakeEvent    *ebpf.VariableSpec `ebpf:"unused_wake_event"`
 }
 
 // nstraceObjects contains all objects after they have been loaded into the kernel.
@@ -347,41 +371,45 @@ func (m *nstraceMaps) Close() error {
 //
 // It can be passed to loadNstraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nstraceVariables struct {
-	NstAncestors      *ebpf.Variable `ebpf:"nst_ancestors"`
-	NstFilterCgroup   *ebpf.Variable `ebpf:"nst_filter_cgroup"`
-	NstFilterNs       *ebpf.Variable `ebpf:"nst_filter_ns"`
-	NstFilterPids     *ebpf.Variable `ebpf:"nst_filter_pids"`
-	NstFollow         *ebpf.Variable `ebpf:"nst_follow"`
-	NstHost           *ebpf.Variable `ebpf:"nst_host"`
-	NstInflight       *ebpf.Variable `ebpf:"nst_inflight"`
-	NstKnown          *ebpf.Variable `ebpf:"nst_known"`
-	NstLost           *ebpf.Variable `ebpf:"nst_lost"`
-	NstLostSeq        *ebpf.Variable `ebpf:"nst_lost_seq"`
-	NstReaderWaiting  *ebpf.Variable `ebpf:"nst_reader_waiting"`
-	NstRecentCgroups  *ebpf.Variable `ebpf:"nst_recent_cgroups"`
-	NstSysclass       *ebpf.Variable `ebpf:"nst_sysclass"`
-	NstSysclass32     *ebpf.Variable `ebpf:"nst_sysclass32"`
-	NstSyswatch       *ebpf.Variable `ebpf:"nst_syswatch"`
-	NstWantClone      *ebpf.Variable `ebpf:"nst_want_clone"`
-	NstWantComm       *ebpf.Variable `ebpf:"nst_want_comm"`
-	NstWantExec       *ebpf.Variable `ebpf:"nst_want_exec"`
-	NstWantExit       *ebpf.Variable `ebpf:"nst_want_exit"`
-	NstWantFailed     *ebpf.Variable `ebpf:"nst_want_failed"`
-	NstWantFork       *ebpf.Variable `ebpf:"nst_want_fork"`
-	NstWantPtrace     *ebpf.Variable `ebpf:"nst_want_ptrace"`
-	NstWantSetns      *ebpf.Variable `ebpf:"nst_want_setns"`
-	NstWantSid        *ebpf.Variable `ebpf:"nst_want_sid"`
-	NstWantUid        *ebpf.Variable `ebpf:"nst_want_uid"`
-	NstWantUnshare    *ebpf.Variable `ebpf:"nst_want_unshare"`
-	UnusedAncestor    *ebpf.Variable `ebpf:"unused_ancestor"`
-	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFlag        *ebpf.Variable `ebpf:"unused_flag"`
-	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
-	UnusedLost        *ebpf.Variable `ebpf:"unused_lost"`
-	UnusedNs          *ebpf.Variable `ebpf:"unused_ns"`
-	UnusedSysclass    *ebpf.Variable `ebpf:"unused_sysclass"`
-	UnusedWakeEvent   *ebpf.Variable `ebpf:"unused_wake_event"`
+	NstAncestors       *ebpf.Variable `ebpf:"nst_ancestors"`
+	NstCgroupV1        *ebpf.Variable `ebpf:"nst_cgroup_v1"`
+	NstFilterCgroup    *ebpf.Variable `ebpf:"nst_filter_cgroup"`
+	NstFilterNs        *ebpf.Variable `ebpf:"nst_filter_ns"`
+	NstFilterPids      *ebpf.Variable `ebpf:"nst_filter_pids"`
+	NstFollow          *ebpf.Variable `ebpf:"nst_follow"`
+	NstHost            *ebpf.Variable `ebpf:"nst_host"`
+	NstHostCgroup      *ebpf.Variable `ebpf:"nst_host_cgroup"`
+	NstInflight        *ebpf.Variable `ebpf:"nst_inflight"`
+	NstKnown           *ebpf.Variable `ebpf:"nst_known"`
+	NstLost            *ebpf.Variable `ebpf:"nst_lost"`
+	NstLostSeq         *ebpf.Variable `ebpf:"nst_lost_seq"`
+	NstReaderWaiting   *ebpf.Variable `ebpf:"nst_reader_waiting"`
+	NstRecentCgroups   *ebpf.Variable `ebpf:"nst_recent_cgroups"`
+	NstSysclass        *ebpf.Variable `ebpf:"nst_sysclass"`
+	NstSysclass32      *ebpf.Variable `ebpf:"nst_sysclass32"`
+	NstSyswatch        *ebpf.Variable `ebpf:"nst_syswatch"`
+	NstWantClone       *ebpf.Variable `ebpf:"nst_want_clone"`
+	NstWantComm        *ebpf.Variable `ebpf:"nst_want_comm"`
+	NstWantExec        *ebpf.Variable `ebpf:"nst_want_exec"`
+	NstWantExit        *ebpf.Variable `ebpf:"nst_want_exit"`
+	NstWantFailed      *ebpf.Variable `ebpf:"nst_want_failed"`
+	NstWantFork        *ebpf.Variable `ebpf:"nst_want_fork"`
+	NstWantPtrace      *ebpf.Variable `ebpf:"nst_want_ptrace"`
+	NstWantSetns       *ebpf.Variable `ebpf:"nst_want_setns"`
+	NstWantSid         *ebpf.Variable `ebpf:"nst_want_sid"`
+	NstWantUid         *ebpf.Variable `ebpf:"nst_want_uid"`
+	NstWantUnshare     *ebpf.Variable `ebpf:"nst_want_unshare"`
+	UnusedAncestor     *ebpf.Variable `ebpf:"unused_ancestor"`
+	UnusedCgroupEvent  *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedCgroupKey    *ebpf.Variable `ebpf:"unused_cgroup_key"`
+	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlag         *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedKind         *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLost         *ebpf.Variable `ebpf:"unused_lost"`
+	UnusedNs           *ebpf.Variable `ebpf:"unused_ns"`
+	UnusedSysclass     *ebpf.Variable `ebpf:"unused_sysclass"`
+	UnusedV1Controller *ebpf.Variable `ebpf:"unused_v1_controller"`
+	UnusedWakeEvent    *ebpf.Variable `ebpf:"unused_wake_event"`
 }
 
 // nstracePrograms contains all programs after they have been loaded into the kernel.

@@ -81,6 +81,54 @@ type Options struct {
 	Failed bool
 	// Ancestors gives every event its process's parents.
 	Ancestors bool
+	// CgroupV1 names a controller mounted as a cgroup v1 hierarchy (one
+	// of CgroupV1Controllers): a process in the cgroup v2 root is
+	// identified by its cgroup there. "": by its v2 cgroup only.
+	CgroupV1 string
+}
+
+// CgroupV1Controllers are the controllers whose cgroup v1 hierarchy can
+// identify a process (Options.CgroupV1), the most telling first: every
+// runtime puts a container in its own cgroup of each.
+var CgroupV1Controllers = func() []string {
+	names := make([]string, len(cgroupV1))
+	for i, c := range cgroupV1 {
+		names[i] = c.name
+	}
+	return names
+}()
+
+// cgroupV1 maps the controllers' names (as /proc/PID/cgroup and mount
+// options give them) to the kernel side's enum nst_v1_controller.
+var cgroupV1 = []struct {
+	name string
+	id   nstraceNstV1Controller
+}{
+	{"pids", nstraceNstV1ControllerNST_CGV1PIDS},
+	{"memory", nstraceNstV1ControllerNST_CGV1MEMORY},
+	{"cpu", nstraceNstV1ControllerNST_CGV1CPU},
+	{"cpuacct", nstraceNstV1ControllerNST_CGV1CPUACCT},
+	{"devices", nstraceNstV1ControllerNST_CGV1DEVICES},
+	{"freezer", nstraceNstV1ControllerNST_CGV1FREEZER},
+	{"blkio", nstraceNstV1ControllerNST_CGV1BLKIO},
+	{"cpuset", nstraceNstV1ControllerNST_CGV1CPUSET},
+}
+
+// cgroupV1Key marks a key of the v1 hierarchy's cgroups (enum
+// nst_cgroup_key) in the kernel side's records and tables.
+const cgroupV1Key = uint64(1) << nstraceNstCgroupKeyNST_CGROUP_V1BIT
+
+// cgroupV1ID is the kernel side's enum for a controller's name.
+func cgroupV1ID(name string) (nstraceNstV1Controller, error) {
+	if name == "" {
+		return nstraceNstV1ControllerNST_CGV1NONE, nil
+	}
+	for _, c := range cgroupV1 {
+		if c.name == name {
+			return c.id, nil
+		}
+	}
+	return 0, fmt.Errorf("cgroup v1 controller %q: want one of %s", name, strings.Join(CgroupV1Controllers, ", "))
 }
 
 // Limits are the sizes of the kernel side's tables, each a way to lose
@@ -105,9 +153,19 @@ type Filter struct {
 	// Namespaces, if not empty, reports only processes with one of these
 	// namespaces.
 	Namespaces []NSRef
-	// Cgroups, if not empty, reports only processes in one of these
-	// cgroups (v2 ids) or below one.
-	Cgroups []uint64
+	// Cgroups and CgroupsV1, if not both empty, report only processes
+	// in one of these cgroups or below one: v2 ids, and ids in the v1
+	// hierarchy of Options.CgroupV1.
+	Cgroups, CgroupsV1 []uint64
+}
+
+// cgroupKeys are the filter's cgroups as the kernel side keys them.
+func (f *Filter) cgroupKeys() []uint64 {
+	keys := append([]uint64(nil), f.Cgroups...)
+	for _, id := range f.CgroupsV1 {
+		keys = append(keys, id|cgroupV1Key)
+	}
+	return keys
 }
 
 // NSRef is a namespace inode and the types under which it counts.
@@ -403,12 +461,13 @@ func open(opts Options, hooks Hooks, note string) (_ *Probe, err error) {
 			return nil, fmt.Errorf("setting the namespace filter: %w", err)
 		}
 	}
-	for _, id := range opts.Filter.Cgroups {
-		if err := p.maps.cgroupFilter.Update(id, uint8(1), ebpf.UpdateAny); err != nil {
+	for _, key := range opts.Filter.cgroupKeys() {
+		if err := p.maps.cgroupFilter.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("setting the cgroup filter: %w", err)
 		}
 	}
 	p.dec.forget = p.forgetCgroups
+	p.dec.cgroupV1 = opts.CgroupV1
 	p.ring, err = newRing(p.maps.events.FD(), int(p.maps.events.MaxEntries()))
 	if err != nil {
 		return nil, hint(fmt.Errorf("opening the ring buffer: %w", err))
@@ -638,9 +697,16 @@ func configure(s *nstraceSpecs, opts Options, fentry bool) error {
 		{v.NstFilterPids, b2u(f.Tracked)},
 		{v.NstFollow, b2u(f.Follow)},
 		{v.NstFilterNs, b2u(len(f.Namespaces) > 0)},
-		{v.NstFilterCgroup, b2u(len(f.Cgroups) > 0)},
+		{v.NstFilterCgroup, b2u(len(f.cgroupKeys()) > 0)},
 	}); err != nil {
 		return err
+	}
+	v1, err := cgroupV1ID(opts.CgroupV1)
+	if err != nil {
+		return err
+	}
+	if err := v.NstCgroupV1.Set(uint32(v1)); err != nil {
+		return fmt.Errorf("setting the cgroup v1 controller: %w", err)
 	}
 	// Without the host's objects, every task's namespaces are read.
 	if known, err := hostKnown(); err == nil {

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package testutil
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nstrace/nstrace/internal/probe"
+	"github.com/nstrace/nstrace/internal/procfs"
+)
+
+// CgroupV1 returns the cgroup hierarchies nstrace would use here, with a
+// v1 hierarchy among them: the one mounted, or, where none is, one of
+// probe.CgroupV1Controllers mounted for the test under a directory of its
+// own (a controller no v2 cgroup uses can be), unmounted when it ends.
+// So the tests of cgroup v1 run on v2 hosts too.
+func CgroupV1(t testing.TB) procfs.Hierarchies {
+	t.Helper()
+	h := procfs.FindHierarchies("/proc/self/mountinfo", probe.CgroupV1Controllers)
+	if h.Controller != "" {
+		return h
+	}
+	var errs []string
+	for _, c := range probe.CgroupV1Controllers {
+		dir, err := MountCgroupV1(t, c)
+		if err == nil {
+			h.V1, h.Controller = dir, c
+			return h
+		}
+		errs = append(errs, c+": "+err.Error())
+	}
+	t.Fatalf("no cgroup v1 hierarchy mounted, and none could be: %v", errs)
+	return h
+}
+
+// MountCgroupV1 mounts the cgroup v1 hierarchy of controller on a new
+// directory, until the test ends, and returns where.
+func MountCgroupV1(t testing.TB, controller string) (string, error) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nstrace-cgroup-"+controller+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("cgroup", dir, "cgroup", 0, controller); err != nil {
+		os.Remove(dir)
+		return "", err
+	}
+	t.Cleanup(func() {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		_ = os.Remove(dir)
+	})
+	return dir, nil
+}
+
+// CgroupDir makes a cgroup at root/rel (its directory, and those above
+// it), removed when the test ends, once its processes are gone: the
+// directories in rel, deepest first.
+func CgroupDir(t testing.TB, root, rel string) string {
+	t.Helper()
+	dir := filepath.Join(root, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	removed := func(p string) bool {
+		err := os.Remove(p)
+		return err == nil || os.IsNotExist(err)
+	}
+	t.Cleanup(func() {
+		for p := dir; strings.HasPrefix(p, root+"/"); p = filepath.Dir(p) {
+			for deadline := time.Now().Add(5 * time.Second); !removed(p) && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	return dir
+}
