@@ -21,10 +21,21 @@ type Info = event.Container
 
 // Cgroup is a cgroup as the kernel names it.
 type Cgroup struct {
-	ID     uint64 // cgroup v2 id: the directory's inode, never reused
+	ID     uint64 // the directory's inode in its hierarchy, never reused there
+	V1     bool   // of the cgroup v1 hierarchy that identifies processes, not v2
 	Name   string // kernfs name of the cgroup
 	Parent string // kernfs name of its parent ("" for the root's children)
 }
+
+// CgroupKey is a cgroup's identity: its id, and which hierarchy's, the
+// two hierarchies' ids being different spaces.
+type CgroupKey struct {
+	ID uint64
+	V1 bool
+}
+
+// Key is cg's identity.
+func (cg Cgroup) Key() CgroupKey { return CgroupKey{cg.ID, cg.V1} }
 
 // scopes are the prefixes runtimes give a container's cgroup (systemd
 // scopes, or plain directories with the cgroupfs driver) and who they
@@ -106,9 +117,20 @@ func podUID(p string) (string, bool) {
 	return uid, true
 }
 
-// CgroupOfPath names the cgroup at a path in the v2 hierarchy (as
-// /proc/PID/cgroup's "0::" line gives it), with its id from root (the
-// hierarchy's mount point); the id is 0 if the cgroup is gone.
+// CgroupAt names the cgroup at a path in the v2 hierarchy, or with v1 in
+// the v1 one (as /proc/PID/cgroup gives it: procfs.Hierarchies.CgroupOf).
+func (r *Roots) CgroupAt(path string, v1 bool) Cgroup {
+	if v1 {
+		cg := CgroupOfPath(r.CgroupV1, path)
+		cg.V1 = true
+		return cg
+	}
+	return CgroupOfPath(r.Cgroup2, path)
+}
+
+// CgroupOfPath names the cgroup at a path in a hierarchy (as
+// /proc/PID/cgroup gives it), with its id from root (the hierarchy's
+// mount point); the id is 0 if the cgroup is gone.
 func CgroupOfPath(root, path string) Cgroup {
 	var cg Cgroup
 	if path == "" || path == "/" {

@@ -96,17 +96,31 @@ func (h *fakeHost) write(path string, v any) {
 // the cgroup as the kernel would name it.
 func (h *fakeHost) container(stateRoot, cid, cgPath string, annotations map[string]string) Cgroup {
 	h.t.Helper()
-	cgDir := filepath.Join(h.roots.Cgroup2, cgPath)
-	if err := os.MkdirAll(cgDir, 0o755); err != nil {
-		h.t.Fatal(err)
+	return h.containerIn(stateRoot, cid, cgPath, annotations, map[string]string{"": h.roots.Cgroup2})[""]
+}
+
+// containerIn is container with a cgroup at cgPath in each hierarchy
+// given, by runc's name for it ("" for v2, a controller's for v1) and
+// mount point; it returns the cgroups by that name.
+func (h *fakeHost) containerIn(stateRoot, cid, cgPath string, annotations map[string]string, hierarchies map[string]string) map[string]Cgroup {
+	h.t.Helper()
+	paths, cgroups := map[string]string{}, map[string]Cgroup{}
+	for name, root := range hierarchies {
+		paths[name] = filepath.Join(root, cgPath)
+		if err := os.MkdirAll(paths[name], 0o755); err != nil {
+			h.t.Fatal(err)
+		}
+		cg := CgroupOfPath(root, "/"+cgPath)
+		cg.V1 = name != ""
+		cgroups[name] = cg
 	}
 	bundle := filepath.Join(filepath.Dir(h.roots.Cgroup2), "bundles", cid)
 	h.write(filepath.Join(bundle, "config.json"), map[string]any{"annotations": annotations})
 	h.write(filepath.Join(stateRoot, cid, "state.json"), map[string]any{
-		"id": cid, "init_process_pid": 4242, "cgroup_paths": map[string]string{"": cgDir},
+		"id": cid, "init_process_pid": 4242, "cgroup_paths": paths,
 		"config": map[string]any{"labels": []string{"bundle=" + bundle}},
 	})
-	return CgroupOfPath(h.roots.Cgroup2, "/"+cgPath)
+	return cgroups
 }
 
 func TestRegistryRuntimes(t *testing.T) {
@@ -149,10 +163,10 @@ func TestRegistryRuntimes(t *testing.T) {
 	}
 
 	found, err := r.Find("web")
-	if err != nil || len(found) != 1 || found[dock.ID].ID != id {
+	if err != nil || len(found) != 1 || found[dock.Key()].ID != id {
 		t.Errorf("find by name: %v %v", found, err)
 	}
-	if found, _ := r.Find("myb"); len(found) != 1 || found[plain.ID].Name != "mybox" {
+	if found, _ := r.Find("myb"); len(found) != 1 || found[plain.Key()].Name != "mybox" {
 		t.Errorf("find by id prefix: %v", found)
 	}
 	if found, _ := r.Find("api-1/app"); len(found) != 1 {
@@ -160,6 +174,68 @@ func TestRegistryRuntimes(t *testing.T) {
 	}
 	if found, err := r.Find("nope"); err != nil || len(found) != 0 {
 		t.Errorf("a container not there: %v %v", found, err)
+	}
+}
+
+// On cgroup v1, runc keeps a container's path in each controller's
+// hierarchy: each runtime's containers are found from their cgroup in the
+// v1 hierarchy that identifies them, as from v2's, whose ids are another
+// space: a v1 cgroup never stands for the v2 one with its id.
+func TestRegistryCgroupV1(t *testing.T) {
+	h := newFakeHost(t)
+	base := filepath.Dir(h.roots.Cgroup2)
+	h.roots.CgroupV1, h.roots.CgroupV1Controller = filepath.Join(base, "pids"), "pids"
+	v1 := map[string]string{"pids": h.roots.CgroupV1, "memory": filepath.Join(base, "memory"), "name=systemd": filepath.Join(base, "systemd")}
+	hybrid := map[string]string{"": h.roots.Cgroup2, "pids": h.roots.CgroupV1}
+	run := filepath.Dir(h.roots.Runc[0])
+	plain := h.containerIn(filepath.Join(run, "runc"), "mybox", "mybox", nil, v1)["pids"]
+	ctr := h.containerIn(filepath.Join(run, "containerd", "runc", "default"), "job7", "default/job7", nil, v1)["pids"]
+	dock := h.containerIn(filepath.Join(run, "docker", "runtime-runc", "moby"), id, "docker/"+id, nil, hybrid)
+	h.write(filepath.Join(h.roots.Docker, id, "config.v2.json"), map[string]any{"Name": "/web"})
+	podID := "9" + id[1:]
+	podman := h.containerIn(filepath.Join(run, "runc"), podID, "libpod_parent/libpod-"+podID, nil, v1)["pids"]
+	h.write(h.roots.Podman[0], []map[string]any{{"id": podID, "names": []string{"pod1"}}})
+	k8sID := "8" + id[1:]
+	k8s := h.containerIn(filepath.Join(run, "containerd", "runc", "k8s.io"), k8sID, "kubepods/burstable/pod"+pod+"/"+k8sID,
+		map[string]string{"io.kubernetes.cri.sandbox-name": "api-1", "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app"}, v1)["pids"]
+
+	r := NewRegistry(h.roots, false)
+	defer r.Close()
+	for _, c := range []struct {
+		cg   Cgroup
+		want Info
+	}{
+		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
+		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
+		{dock["pids"], Info{ID: id, Name: "web", Runtime: "docker"}},
+		{dock[""], Info{ID: id, Name: "web", Runtime: "docker"}},
+		{podman, Info{ID: podID, Name: "pod1", Runtime: "podman"}},
+		{k8s, Info{ID: k8sID, Runtime: "containerd", Pod: &event.Pod{Name: "api-1", Namespace: "shop", UID: pod, Container: "app"}}},
+	} {
+		got := r.Lookup(c.cg)
+		if got == nil || got.ID != c.want.ID || got.Name != c.want.Name || got.Runtime != c.want.Runtime ||
+			(got.Pod == nil) != (c.want.Pod == nil) || (got.Pod != nil && *got.Pod != *c.want.Pod) {
+			t.Errorf("%+v:\n got %+v\nwant %+v", c.cg, got, c.want)
+		}
+	}
+	// The v2 cgroup with plain runc's v1 id, and the v1 one with Docker's
+	// v2 id, are nobody's.
+	if c := r.Lookup(Cgroup{ID: plain.ID, Name: "session-1.scope", Parent: "user.slice"}); c != nil {
+		t.Errorf("a v2 cgroup taken for the v1 one with its id: %+v", c)
+	}
+	if c := r.Lookup(Cgroup{ID: dock[""].ID, V1: true, Name: "x"}); c != nil {
+		t.Errorf("a v1 cgroup taken for the v2 one with its id: %+v", c)
+	}
+	// /proc/PID/cgroup's v1 line names the same container.
+	if c := r.LookupPath("/mybox", true); c == nil || c.ID != "mybox" {
+		t.Errorf("by its v1 path: %+v", c)
+	}
+	found, err := r.Find("mybox")
+	if err != nil || len(found) != 1 || found[plain.Key()].ID != "mybox" {
+		t.Errorf("find on v1: %v %v", found, err)
+	}
+	if found, _ := r.Find("web"); len(found) != 2 || found[dock["pids"].Key()].ID != id || found[dock[""].Key()].ID != id {
+		t.Errorf("find on both: %v", found)
 	}
 }
 
@@ -256,7 +332,7 @@ func TestRegistryPods(t *testing.T) {
 	podCgroup := inode(filepath.Join(h.roots.Cgroup2, podDir))
 	for _, ref := range []string{"shop/web", "web", "web/app", "web/(sandbox)", appID[:12]} {
 		ids, err := r.KernelCgroups(ref)
-		if err != nil || len(ids) != 1 || ids[0] != podCgroup {
+		if err != nil || len(ids) != 1 || ids[0] != (CgroupKey{ID: podCgroup}) {
 			t.Errorf("--container %s: cgroups %v %v, want the pod's %d", ref, ids, err, podCgroup)
 		}
 	}

@@ -27,11 +27,11 @@ func Match(c *Info, ref string) bool {
 	return false
 }
 
-// Find lists the running containers ref names, by cgroup id. None is no
+// Find lists the running containers ref names, by cgroup. None is no
 // error: the container may not have started yet. Two different
 // containers for one name are.
-func (r *Registry) Find(ref string) (map[uint64]Info, error) {
-	found := map[uint64]Info{}
+func (r *Registry) Find(ref string) (map[CgroupKey]Info, error) {
+	found := map[CgroupKey]Info{}
 	ids := map[string]bool{}
 	for cg, c := range r.Containers() {
 		if Match(&c, ref) {
@@ -51,7 +51,7 @@ func (r *Registry) Find(ref string) (map[uint64]Info, error) {
 }
 
 // isPodRef: a pod's name stands for all its containers.
-func isPodRef(found map[uint64]Info, ref string) bool {
+func isPodRef(found map[CgroupKey]Info, ref string) bool {
 	for _, c := range found {
 		if c.Pod == nil || (ref != c.Pod.Name && ref != c.Pod.Namespace+"/"+c.Pod.Name) {
 			return false
@@ -65,24 +65,29 @@ func isPodRef(found map[uint64]Info, ref string) bool {
 // for a pod's container its pod's cgroup, where the containers the pod
 // starts later (and restarts) go too; user space checks ref on every
 // event. None is no error: the container may not have started yet.
-func (r *Registry) KernelCgroups(ref string) ([]uint64, error) {
+func (r *Registry) KernelCgroups(ref string) ([]CgroupKey, error) {
 	found, err := r.Find(ref)
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	set := map[uint64]bool{}
+	set := map[CgroupKey]bool{}
 	for cg := range found {
-		if pod := r.pods[cg]; pod != 0 {
+		if pod, ok := r.pods[cg]; ok {
 			cg = pod
 		}
 		set[cg] = true
 	}
-	ids := make([]uint64, 0, len(set))
+	keys := make([]CgroupKey, 0, len(set))
 	for cg := range set {
-		ids = append(ids, cg)
+		keys = append(keys, cg)
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids, nil
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].V1 != keys[j].V1 {
+			return !keys[i].V1
+		}
+		return keys[i].ID < keys[j].ID
+	})
+	return keys, nil
 }

@@ -24,13 +24,13 @@ type Registry struct {
 	roots Roots
 
 	mu        sync.Mutex
-	byCgroup  map[uint64]*Info  // answers given, nil for no container
-	firstSeen map[uint64]asked  // cgroups not (yet) known as containers
-	index     map[uint64]*Info  // runc state, by cgroup id
-	byID      map[string]*Info  // runc state, by container id
-	pods      map[uint64]uint64 // a pod's container's cgroup id: its pod's cgroup id
-	seenState map[string]bool   // state.json files read
-	created   map[string]bool   // container directories the watch saw made
+	byCgroup  map[CgroupKey]*Info     // answers given, nil for no container
+	firstSeen map[CgroupKey]asked     // cgroups not (yet) known as containers
+	index     map[CgroupKey]*Info     // runc state, by cgroup
+	byID      map[string]*Info        // runc state, by container id
+	pods      map[CgroupKey]CgroupKey // a pod's container's cgroup: its pod's cgroup
+	seenState map[string]bool         // state.json files read
+	created   map[string]bool         // container directories the watch saw made
 	watch     *watcher
 }
 
@@ -51,8 +51,8 @@ type asked struct{ first, last time.Time }
 // NewRegistry reads the runtimes' state under roots and, if watch is set,
 // follows it as it changes. Close stops following.
 func NewRegistry(roots Roots, watch bool) *Registry {
-	r := &Registry{roots: roots, byCgroup: map[uint64]*Info{}, firstSeen: map[uint64]asked{},
-		index: map[uint64]*Info{}, byID: map[string]*Info{}, pods: map[uint64]uint64{}, seenState: map[string]bool{}, created: map[string]bool{}}
+	r := &Registry{roots: roots, byCgroup: map[CgroupKey]*Info{}, firstSeen: map[CgroupKey]asked{},
+		index: map[CgroupKey]*Info{}, byID: map[string]*Info{}, pods: map[CgroupKey]CgroupKey{}, seenState: map[string]bool{}, created: map[string]bool{}}
 	if watch {
 		r.watch = newWatcher(r)
 	}
@@ -76,8 +76,9 @@ func (r *Registry) Any() bool {
 	return len(r.index) > 0
 }
 
-// rootCgroupID is the cgroup v2 root's id (its kernfs inode): the host's
-// own processes are there, and no container is.
+// rootCgroupID is the id (the kernfs inode) of the root of every cgroup
+// hierarchy, v2's and v1's: the host's own processes are there, and no
+// container is.
 const rootCgroupID = 1
 
 // Lookup returns the container of a process in cgroup cg, or nil.
@@ -87,8 +88,9 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	key := cg.Key()
 	if cg.ID != 0 {
-		if c, ok := r.byCgroup[cg.ID]; ok {
+		if c, ok := r.byCgroup[key]; ok {
 			return c
 		}
 	}
@@ -96,7 +98,7 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 	// most every askEvery, for youngFor: its events do not each pay a
 	// look at the runtimes' state.
 	now := time.Now()
-	first, asked := r.firstSeen[cg.ID]
+	first, asked := r.firstSeen[key]
 	if asked && now.Sub(first.last) < askEvery && now.Sub(first.first) < youngFor {
 		return nil
 	}
@@ -112,19 +114,26 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 			if len(r.firstSeen) >= registryMax {
 				clear(r.firstSeen)
 			}
-			r.firstSeen[cg.ID] = first
+			r.firstSeen[key] = first
 			return nil
 		}
-		delete(r.firstSeen, cg.ID)
+		delete(r.firstSeen, key)
 	}
 	if cg.ID != 0 {
-		r.remember(r.byCgroup, cg.ID, c)
+		r.remember(r.byCgroup, key, c)
 	}
 	return c
 }
 
+// LookupPath returns the container of a process whose cgroup is at path
+// in the v2 hierarchy, or with v1 in the v1 one (as /proc/PID/cgroup
+// gives it), or nil.
+func (r *Registry) LookupPath(path string, v1 bool) *Info {
+	return r.Lookup(r.roots.CgroupAt(path, v1))
+}
+
 // remember stores c under k, dropping the table first when it is full.
-func (r *Registry) remember(m map[uint64]*Info, k uint64, c *Info) {
+func (r *Registry) remember(m map[CgroupKey]*Info, k CgroupKey, c *Info) {
 	if len(m) >= registryMax {
 		clear(m)
 	}
@@ -136,7 +145,7 @@ func (r *Registry) remember(m map[uint64]*Info, k uint64, c *Info) {
 // then the runtimes' cgroup names. A miss in the index for a cgroup no
 // runtime named rescans the state files, in case the watch missed them.
 func (r *Registry) identifyLocked(cg Cgroup) *Info {
-	if c := r.index[cg.ID]; c != nil && cg.ID != 0 {
+	if c := r.index[cg.Key()]; c != nil && cg.ID != 0 {
 		return c
 	}
 	byName, named := FromCgroup(cg)
@@ -148,7 +157,7 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 			r.applyLocked(r.watch.drain())
 		}
 		r.scanLocked()
-		if c := r.index[cg.ID]; c != nil {
+		if c := r.index[cg.Key()]; c != nil {
 			return c
 		}
 		if c := r.createdLocked(cg); !named && c != nil {
@@ -191,7 +200,7 @@ func (r *Registry) scanLocked() {
 // readStateLocked indexes one state.json.
 func (r *Registry) readStateLocked(path string) {
 	rc, ok := readRuncState(&r.roots, path)
-	if !ok || rc.cgroup.ID == 0 {
+	if !ok || rc.cgroup.ID == 0 && rc.cgroupV1.ID == 0 {
 		return
 	}
 	if len(r.seenState) >= registryMax {
@@ -201,7 +210,11 @@ func (r *Registry) readStateLocked(path string) {
 	c := rc.info
 	// A runtime that names its cgroups (Podman, CRI-O, Docker) says
 	// whose the container is better than the state's place does.
-	if byName, ok := FromCgroup(rc.cgroup); ok && byName.ID == c.ID {
+	named := rc.cgroup
+	if named.ID == 0 {
+		named = rc.cgroupV1
+	}
+	if byName, ok := FromCgroup(named.Cgroup); ok && byName.ID == c.ID {
 		if byName.Runtime != "" {
 			c.Runtime = byName.Runtime
 		}
@@ -216,20 +229,26 @@ func (r *Registry) readStateLocked(path string) {
 		clear(r.byID)
 		clear(r.pods)
 	}
-	r.index[rc.cgroup.ID] = &c
-	r.byID[c.ID] = &c
-	if c.Pod != nil && rc.parent != 0 {
-		r.pods[rc.cgroup.ID] = rc.parent
+	for _, cg := range []runcCgroup{rc.cgroup, rc.cgroupV1} {
+		if cg.ID == 0 {
+			continue
+		}
+		r.index[cg.Key()] = &c
+		delete(r.byCgroup, cg.Key())
+		if c.Pod != nil && cg.parent != 0 {
+			r.pods[cg.Key()] = CgroupKey{cg.parent, cg.V1}
+		}
 	}
-	delete(r.byCgroup, rc.cgroup.ID)
+	r.byID[c.ID] = &c
 }
 
-// Containers lists the containers the index knows, with their cgroup ids.
-func (r *Registry) Containers() map[uint64]Info {
+// Containers lists the containers the index knows, by cgroup: a
+// container on cgroup v1 and v2 at once has both.
+func (r *Registry) Containers() map[CgroupKey]Info {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.scanLocked()
-	out := make(map[uint64]Info, len(r.index))
+	out := make(map[CgroupKey]Info, len(r.index))
 	for id, c := range r.index {
 		out[id] = *c
 	}

@@ -17,6 +17,9 @@ import (
 type Roots struct {
 	// Cgroup2 is the cgroup v2 hierarchy's mount point.
 	Cgroup2 string
+	// CgroupV1 is the mount point of the cgroup v1 hierarchy of
+	// CgroupV1Controller, which identifies a process in the v2 root.
+	CgroupV1, CgroupV1Controller string
 	// Runc are runc state roots (globs), each holding ID/state.json: plain
 	// runc's, containerd's per namespace, Docker's.
 	Runc []string
@@ -28,7 +31,8 @@ type Roots struct {
 	CRIO string
 }
 
-// DefaultRoots are the runtimes' usual places; Cgroup2 is found at start.
+// DefaultRoots are the runtimes' usual places; the cgroup hierarchies are
+// found at start.
 var DefaultRoots = Roots{
 	Runc:   []string{"/run/runc", "/run/containerd/runc/*", "/run/docker/runtime-runc/*"},
 	Docker: "/var/lib/docker/containers",
@@ -72,10 +76,10 @@ func runtimeOfRoot(dir string) string {
 
 // runcContainer is a container found in runc's state.
 type runcContainer struct {
-	info    Info
-	cgroup  Cgroup // its cgroup v2, named as the kernel names it
-	parent  uint64 // the id of its cgroup's parent: a pod's cgroup, for a pod's container
-	initPID uint32
+	info Info
+	// Its cgroups: v2's, and the v1 one of Roots.CgroupV1Controller.
+	cgroup, cgroupV1 runcCgroup
+	initPID          uint32
 }
 
 // readRuncState reads one state.json into what nstrace needs, with the
@@ -91,12 +95,12 @@ func readRuncState(r *Roots, path string) (runcContainer, bool) {
 	}
 	dir := filepath.Dir(filepath.Dir(path))
 	rc := runcContainer{info: Info{ID: st.ID, Runtime: runtimeOfRoot(dir)}, initPID: uint32(st.InitPID)}
-	if p := st.CgroupPaths[""]; p != "" {
-		rc.cgroup = Cgroup{ID: inode(p), Name: filepath.Base(p)}
-		if parent := filepath.Dir(p); parent != r.Cgroup2 && parent != "/" {
-			rc.cgroup.Parent = filepath.Base(parent)
-			rc.parent = inode(parent)
-		}
+	// On cgroup v1, runc keeps the path in each controller's hierarchy
+	// under the controller's name; "" is v2's.
+	rc.cgroup = cgroupAt(st.CgroupPaths[""], r.Cgroup2)
+	if r.CgroupV1Controller != "" {
+		rc.cgroupV1 = cgroupAt(st.CgroupPaths[r.CgroupV1Controller], r.CgroupV1)
+		rc.cgroupV1.V1 = true
 	}
 	if rc.info.Runtime == "runc" {
 		rc.info.Name = st.ID
@@ -110,6 +114,28 @@ func readRuncState(r *Roots, path string) (runcContainer, bool) {
 		annotateFile(&rc.info, filepath.Join(bundle, "config.json"))
 	}
 	return rc, true
+}
+
+// runcCgroup is a cgroup of a container in runc's state, named as the
+// kernel names it, and the id of its parent: a pod's cgroup, for a pod's
+// container.
+type runcCgroup struct {
+	Cgroup
+	parent uint64
+}
+
+// cgroupAt names the cgroup at a path runc gives, under the hierarchy
+// mounted at root; the zero one for none.
+func cgroupAt(path, root string) runcCgroup {
+	if path == "" {
+		return runcCgroup{}
+	}
+	cg := runcCgroup{Cgroup: Cgroup{ID: inode(path), Name: filepath.Base(path)}}
+	if parent := filepath.Dir(path); parent != root && parent != "/" {
+		cg.Parent = filepath.Base(parent)
+		cg.parent = inode(parent)
+	}
+	return cg
 }
 
 // inode is a path's inode number (a cgroup directory's is its id), or 0.

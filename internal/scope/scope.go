@@ -165,19 +165,25 @@ func (s *Scope) KernelFilter(procRoot string, host ns.Set, containers *container
 		// In the kernel by cgroup (a pod's, for a pod's containers), when
 		// every container named runs now; a name given before its
 		// container starts is matched in user space, on every event.
-		var ids []uint64
+		var v2, v1 []uint64
 		for _, ref := range s.Containers {
 			found, err := containers.KernelCgroups(ref)
 			if err != nil {
 				return f, fmt.Errorf("--container: %w", err)
 			}
 			if len(found) == 0 {
-				ids = nil
+				v2, v1 = nil, nil
 				break
 			}
-			ids = append(ids, found...)
+			for _, cg := range found {
+				if cg.V1 {
+					v1 = append(v1, cg.ID)
+				} else {
+					v2 = append(v2, cg.ID)
+				}
+			}
 		}
-		f.Cgroups = ids
+		f.Cgroups, f.CgroupsV1 = v2, v1
 	}
 	for ino, m := range refs {
 		f.Namespaces = append(f.Namespaces, probe.NSRef{Inode: ino, Types: m})
