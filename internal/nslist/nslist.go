@@ -17,6 +17,7 @@ import (
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/output"
+	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/procfs"
 )
 
@@ -52,19 +53,21 @@ type world struct {
 	host       ns.Set
 	procs      []procfs.Proc
 	containers *container.Registry
-	cgroup2    string
-	// byCgroup is each cgroup path's container, asked once per listing.
-	byCgroup map[string]*event.Container
+	cgroups    procfs.Hierarchies
+	// byCgroup is each cgroup's container, asked once per listing.
+	byCgroup map[cgroupPath]*event.Container
 }
 
 // Run lists what q asks for under procRoot; host is the host's namespaces.
 func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
+	h := procfs.FindHierarchies(procRoot+"/self/mountinfo", probe.CgroupV1Controllers)
 	roots := container.DefaultRoots
-	roots.Cgroup2, _ = procfs.Cgroup2Mount(procRoot + "/self/mountinfo")
+	roots.Cgroup2, roots.CgroupV1, roots.CgroupV1Controller = h.V2, h.V1, h.Controller
 	return run(procRoot, host, roots, q, out)
 }
 
-// run is Run with the runtimes' state under roots.
+// run is Run with the runtimes' state, and the cgroup hierarchies, under
+// roots.
 func run(procRoot string, host ns.Set, roots container.Roots, q Query, out io.Writer) error {
 	w := &world{
 		procRoot:   procRoot,
@@ -72,8 +75,8 @@ func run(procRoot string, host ns.Set, roots container.Roots, q Query, out io.Wr
 		host:       host,
 		procs:      procfs.Procs(procRoot),
 		containers: container.NewRegistry(roots, false),
-		cgroup2:    roots.Cgroup2,
-		byCgroup:   map[string]*event.Container{},
+		cgroups:    procfs.Hierarchies{V2: roots.Cgroup2, V1: roots.CgroupV1, Controller: roots.CgroupV1Controller},
+		byCgroup:   map[cgroupPath]*event.Container{},
 	}
 	switch {
 	case q.PID != 0:
@@ -85,12 +88,26 @@ func run(procRoot string, host ns.Set, roots container.Roots, q Query, out io.Wr
 }
 
 func (w *world) containerOf(p procfs.Proc) *event.Container {
-	c, ok := w.byCgroup[p.Cgroup]
+	var k cgroupPath
+	k.path, k.v1 = w.cgroups.CgroupOf(p)
+	c, ok := w.byCgroup[k]
 	if !ok {
-		c = w.containers.Lookup(container.CgroupOfPath(w.cgroup2, p.Cgroup))
-		w.byCgroup[p.Cgroup] = c
+		c = w.containers.LookupPath(k.path, k.v1)
+		w.byCgroup[k] = c
 	}
 	return c
+}
+
+// cgroupPath is a cgroup's path in the v2 hierarchy, or the v1 one.
+type cgroupPath struct {
+	path string
+	v1   bool
+}
+
+// cgroupOf is the path of the cgroup that identifies p, in its hierarchy.
+func (w *world) cgroupOf(p procfs.Proc) string {
+	path, _ := w.cgroups.CgroupOf(p)
+	return path
 }
 
 func (w *world) proc(pid uint32) (procfs.Proc, bool) { return procfs.FindProc(w.procs, pid) }
@@ -252,7 +269,7 @@ func (w *world) procsInNS(q Query, out io.Writer) error {
 			}
 		}
 		if in {
-			rows = append(rows, procRow{p.PID, p.NSPID, p.PPID, p.Comm, p.Cgroup, output.ContainerForJSON(w.containerOf(p))})
+			rows = append(rows, procRow{p.PID, p.NSPID, p.PPID, p.Comm, w.cgroupOf(p), output.ContainerForJSON(w.containerOf(p))})
 		}
 	}
 	if len(rows) == 0 {
@@ -304,7 +321,7 @@ func (w *world) nsOfProcess(pid uint32, asJSON bool, out io.Writer) error {
 	if asJSON {
 		return encodeLines(out, rows)
 	}
-	fmt.Fprintf(out, "pid %d (%s), nspid %d, ppid %d, container %s, cgroup %s\n", p.PID, escape(p.Comm), p.NSPID, p.PPID, containerCell(c), escape(p.Cgroup))
+	fmt.Fprintf(out, "pid %d (%s), nspid %d, ppid %d, container %s, cgroup %s\n", p.PID, escape(p.Comm), p.NSPID, p.PPID, containerCell(c), escape(w.cgroupOf(p)))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TYPE\tNS\tHOST\tNPROCS")
 	for _, r := range rows {

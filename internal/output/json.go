@@ -176,6 +176,7 @@ func AppendJSON(b []byte, e *event.Event) []byte {
 	b = key(b, "cgroup")
 	b = appendJSONString(b, []byte(e.Cgroup))
 	b = keyUint(b, "cgroup_id", e.CgroupID)
+	b = keyStrOmit(b, "cgroup_v1", e.CgroupV1)
 	if e.Container != nil {
 		b = appendContainer(key(b, "container"), e.Container)
 	}

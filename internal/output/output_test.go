@@ -160,6 +160,14 @@ func TestJSONSchema(t *testing.T) {
 	if m["nspid"].(float64) != 1 {
 		t.Errorf("nspid %v", m["nspid"])
 	}
+	if _, ok := m["cgroup_v1"]; ok {
+		t.Error("a cgroup v2 id said to be of a v1 hierarchy")
+	}
+	e := *samples()[0]
+	e.CgroupID, e.CgroupV1, e.Cgroup = 53, "pids", "/docker/abc"
+	if err := json.Unmarshal(AppendJSON(nil, &e), &m); err != nil || m["cgroup_v1"] != "pids" || m["cgroup_id"] != 53.0 || m["cgroup"] != "/docker/abc" {
+		t.Errorf("a cgroup of the v1 pids hierarchy: %v %v", m, err)
+	}
 }
 
 // hostile is what a process can put in its name and arguments.

@@ -31,7 +31,7 @@ type owners struct {
 	procRoot   string
 	host       ns.Set
 	containers *container.Registry
-	cgroup2    string
+	cgroups    procfs.Hierarchies
 
 	mu       sync.Mutex
 	index    map[ownerKey]owner
@@ -54,8 +54,8 @@ type owner struct {
 
 const ownersRescanEvery = 250 * time.Millisecond
 
-func newOwners(procRoot string, host ns.Set, containers *container.Registry, cgroup2 string) *owners {
-	o := &owners{procRoot: procRoot, host: host, containers: containers, cgroup2: cgroup2, index: map[ownerKey]owner{}}
+func newOwners(procRoot string, host ns.Set, containers *container.Registry, cgroups procfs.Hierarchies) *owners {
+	o := &owners{procRoot: procRoot, host: host, containers: containers, cgroups: cgroups, index: map[ownerKey]owner{}}
 	o.rescan()
 	return o
 }
@@ -125,7 +125,7 @@ func (o *owners) rescan() {
 func (o *owners) scan() map[ownerKey]owner {
 	procs := procfs.Procs(o.procRoot)
 	containerOf := func(p procfs.Proc) string {
-		if c := o.containers.Lookup(container.CgroupOfPath(o.cgroup2, p.Cgroup)); c != nil {
+		if c := o.containers.LookupPath(o.cgroups.CgroupOf(p)); c != nil {
 			return c.Short()
 		}
 		return ""

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/procfs"
 	"github.com/nstrace/nstrace/internal/procfs/procfstest"
 )
 
@@ -21,7 +22,7 @@ func TestOwnersFakeProc(t *testing.T) {
 	procfstest.Process(t, root, "21", "p21", map[string]string{"net": "net:[4026532500]", "pid": "pid:[4026532600]"})
 	procfstest.Process(t, root, "22", "p22", map[string]string{"net": "net:[4026532700]"})
 	procfstest.Mountinfo(t, root, "181 86 0:4 net:[4026532700] /run/netns/blue rw shared:2 - nsfs nsfs rw\n")
-	o := newOwners(root, ns.Set{}, container.NewRegistry(container.Roots{}, false), "")
+	o := newOwners(root, ns.Set{}, container.NewRegistry(container.Roots{}, false), procfs.Hierarchies{})
 	index := o.scan()
 	for _, c := range []struct {
 		t    ns.Type

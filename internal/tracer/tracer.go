@@ -97,7 +97,9 @@ type Session struct {
 	probe      *probe.Probe
 	host       ns.Set
 	filter     *scope.UserFilter
-	cgroups    *procfs.Cgroups
+	hier       procfs.Hierarchies
+	cgroups    *procfs.Cgroups // paths of v2 ids
+	cgroupsV1  *procfs.Cgroups // paths of ids in hier's v1 hierarchy
 	containers *container.Registry
 	owners     *owners
 	closers    []func()
@@ -141,8 +143,11 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	if err := CheckHostPID(host); err != nil {
 		return nil, err
 	}
+	// Which hierarchies identify a process: where it is in the cgroup v2
+	// root, a v1 hierarchy does, if one is mounted.
+	s.hier = procfs.FindHierarchies(procfs.Root+"/self/mountinfo", probe.CgroupV1Controllers)
 	roots := container.DefaultRoots
-	roots.Cgroup2, _ = procfs.Cgroup2Mount(procfs.Root + "/self/mountinfo")
+	roots.Cgroup2, roots.CgroupV1, roots.CgroupV1Controller = s.hier.V2, s.hier.V1, s.hier.Controller
 	s.containers = container.NewRegistry(roots, true)
 	s.closers = append(s.closers, s.containers.Close)
 	cfg.Scope.Command = len(cfg.Command) > 0
@@ -153,7 +158,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	s.probe, err = probe.Open(probe.Options{
 		Kinds: cfg.Kinds, BufferSize: cfg.BufferSize, Debug: cfg.Debug,
 		Filter: filter, Hooks: cfg.Hooks, Limits: cfg.Limits,
-		Failed: cfg.Failed, Ancestors: cfg.Ancestors,
+		Failed: cfg.Failed, Ancestors: cfg.Ancestors, CgroupV1: s.hier.Controller,
 	})
 	if err != nil {
 		return nil, err
@@ -166,6 +171,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	if cfg.Debug {
 		hooks, why := s.probe.Hooks()
 		fmt.Fprintf(stderr, "nstrace: namespace system calls: %s (%s); exits: %s\n", hooks, why, s.probe.ExitHook())
+		fmt.Fprintf(stderr, "nstrace: container identity: %s\n", identitySource(s.hier))
 	}
 
 	if cfg.Stats {
@@ -180,9 +186,13 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	}
 	s.closers = append(s.closers, func() { s.sink.Close() })
 
-	s.cgroups = procfs.NewCgroups("")
+	s.cgroups = procfs.NewCgroups(s.hier.V2)
 	s.closers = append(s.closers, s.cgroups.Close)
-	s.owners = newOwners(procfs.Root, s.host, s.containers, roots.Cgroup2)
+	if s.hier.V1 != "" {
+		s.cgroupsV1 = procfs.NewCgroups(s.hier.V1)
+		s.closers = append(s.closers, s.cgroupsV1.Close)
+	}
+	s.owners = newOwners(procfs.Root, s.host, s.containers, s.hier)
 
 	if cfg.MetricsAddr != "" {
 		s.metrics = metrics.New(source{s}, version.Get(probe.ObjectSHA256()))
@@ -429,11 +439,30 @@ func (s *Session) endBatch() error {
 	return interrupted(s.buf.Flush())
 }
 
+// identitySource says, for --debug, which cgroup hierarchy names a
+// process's container.
+func identitySource(h procfs.Hierarchies) string {
+	v2 := "cgroup v2"
+	if h.V2 != "" {
+		v2 += " (" + h.V2 + ")"
+	} else {
+		v2 += " (not mounted: every process is in its root)"
+	}
+	if h.Controller == "" {
+		return v2 + "; no cgroup v1 hierarchy"
+	}
+	return fmt.Sprintf("%s; for a process in the v2 root, the cgroup v1 %s hierarchy (%s)", v2, h.Controller, h.V1)
+}
+
 // decorate adds what user space knows: cgroup path, container, and whose
 // namespace a setns entered.
 func (s *Session) decorate(e *event.Event) {
-	e.Cgroup = s.cgroups.Path(e.CgroupID)
-	e.Container = s.containers.Lookup(container.Cgroup{ID: e.CgroupID, Name: e.CgroupName, Parent: e.CgroupParent})
+	paths := s.cgroups
+	if e.CgroupV1 != "" {
+		paths = s.cgroupsV1
+	}
+	e.Cgroup = paths.Path(e.CgroupID)
+	e.Container = s.containers.Lookup(container.Cgroup{ID: e.CgroupID, V1: e.CgroupV1 != "", Name: e.CgroupName, Parent: e.CgroupParent})
 	switch e.Kind {
 	case event.Setns:
 		if t, ok := ns.OfCloneFlag(e.TargetType); ok && e.TargetNS != 0 {
