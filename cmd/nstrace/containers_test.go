@@ -26,6 +26,9 @@ type engine struct {
 	exec func(t *testing.T, name string, args ...string)
 	// remove removes the container, whatever its state.
 	remove func(name string)
+	// cgroupV1, if set, is the controller whose cgroup v1 hierarchy must
+	// be what names the container's events.
+	cgroupV1 string
 }
 
 // cli runs a runtime's command, failing t with a hint if its daemon is
@@ -141,60 +144,65 @@ func execOf(argv string) func(map[string]any) bool {
 func TestPrivilegedContainerRuntimes(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	for _, e := range engines {
-		t.Run(e.runtime, func(t *testing.T) {
-			image := e.setup(t)
-			mark := fmt.Sprintf("%d", rand.IntN(1_000_000))
-			name := fmt.Sprintf("nstrace-%s-%s", e.runtime, mark)
-			f := startFeed(t, "--json", "-e", "exec")
+		t.Run(e.runtime, func(t *testing.T) { testRuntime(t, e) })
+	}
+}
 
-			t.Cleanup(func() { e.remove(name) })
-			id := e.run(t, image, name, nil, "sh", "-c", "sleep 3600", mark)
-			want := func(l map[string]any) error {
-				c := containerOf(l)
-				if c == nil || c["id"] != id || c["name"] != name || c["runtime"] != e.runtime {
-					return fmt.Errorf("container %v, want id %s name %s runtime %s (cgroup %v)", c, id, name, e.runtime, l["cgroup"])
-				}
-				return nil
-			}
-			init := f.next(t, execOf("sh -c sleep 3600 "+mark))
-			if err := want(init); err != nil {
-				t.Errorf("init: %v", err)
-			}
-			if init["nspid"] != 1.0 {
-				t.Errorf("init nspid %v, want 1", init["nspid"])
-			}
+func testRuntime(t *testing.T, e engine) {
+	image := e.setup(t)
+	mark := fmt.Sprintf("%d", rand.IntN(1_000_000))
+	name := fmt.Sprintf("nstrace-%s-%s", e.runtime, mark)
+	f := startFeed(t, "--json", "-e", "exec")
 
-			// nstrace ns names the container's pid namespace, and the
-			// process, the same way.
-			pidNS := uint64(init["ns"].(map[string]any)["pid"].(float64))
-			if r := row(nsJSON(t), "pid", pidNS); r == nil || containerOf(r) == nil || containerOf(r)["name"] != name || containerOf(r)["id"] != id {
-				t.Errorf("nstrace ns: pid namespace %d of %s is %v", pidNS, name, r)
-			}
-			pid := fmt.Sprint(int(init["pid"].(float64)))
-			if p := nsJSON(t, "-p", pid); len(p) == 0 || !rowsName(p, name) {
-				t.Errorf("nstrace ns -p %s: %v", pid, p)
-			}
+	t.Cleanup(func() { e.remove(name) })
+	id := e.run(t, image, name, nil, "sh", "-c", "sleep 3600", mark)
+	want := func(l map[string]any) error {
+		c := containerOf(l)
+		if c == nil || c["id"] != id || c["name"] != name || c["runtime"] != e.runtime {
+			return fmt.Errorf("container %v, want id %s name %s runtime %s (cgroup %v)", c, id, name, e.runtime, l["cgroup"])
+		}
+		if e.cgroupV1 != "" && (l["cgroup_v1"] != e.cgroupV1 || l["cgroup"] != "/"+name) {
+			return fmt.Errorf("cgroup %v (v1 %v), want /%s of the v1 %s hierarchy", l["cgroup"], l["cgroup_v1"], name, e.cgroupV1)
+		}
+		return nil
+	}
+	init := f.next(t, execOf("sh -c sleep 3600 "+mark))
+	if err := want(init); err != nil {
+		t.Errorf("init: %v", err)
+	}
+	if init["nspid"] != 1.0 {
+		t.Errorf("init nspid %v, want 1", init["nspid"])
+	}
 
-			g := startFeed(t, "--json", "-e", "exec", "--container", name)
-			e.exec(t, name, "/bin/true", "in-"+mark)
-			if err := exec.Command("/bin/true", "host-"+mark).Run(); err != nil {
-				t.Fatal(err)
-			}
-			ex := f.next(t, execOf("/bin/true in-"+mark))
-			if err := want(ex); err != nil {
-				t.Errorf("exec: %v", err)
-			}
-			if ex["nspid"] == 1.0 || ex["ns"].(map[string]any)["pid"] != init["ns"].(map[string]any)["pid"] {
-				t.Errorf("exec: nspid %v pid ns %v, init's %v", ex["nspid"], ex["ns"], init["ns"])
-			}
-			f.next(t, execOf("/bin/true host-"+mark))
-			before := firstPayloadExec(t, g, "/bin/true in-"+mark)
-			for _, l := range stopFeed(t, g, before) {
-				if err := want(l); err != nil {
-					t.Errorf("--container %s shows %s %q: %v", name, l["event"], args(l), err)
-				}
-			}
-		})
+	// nstrace ns names the container's pid namespace, and the
+	// process, the same way.
+	pidNS := uint64(init["ns"].(map[string]any)["pid"].(float64))
+	if r := row(nsJSON(t), "pid", pidNS); r == nil || containerOf(r) == nil || containerOf(r)["name"] != name || containerOf(r)["id"] != id {
+		t.Errorf("nstrace ns: pid namespace %d of %s is %v", pidNS, name, r)
+	}
+	pid := fmt.Sprint(int(init["pid"].(float64)))
+	if p := nsJSON(t, "-p", pid); len(p) == 0 || !rowsName(p, name) {
+		t.Errorf("nstrace ns -p %s: %v", pid, p)
+	}
+
+	g := startFeed(t, "--json", "-e", "exec", "--container", name)
+	e.exec(t, name, "/bin/true", "in-"+mark)
+	if err := exec.Command("/bin/true", "host-"+mark).Run(); err != nil {
+		t.Fatal(err)
+	}
+	ex := f.next(t, execOf("/bin/true in-"+mark))
+	if err := want(ex); err != nil {
+		t.Errorf("exec: %v", err)
+	}
+	if ex["nspid"] == 1.0 || ex["ns"].(map[string]any)["pid"] != init["ns"].(map[string]any)["pid"] {
+		t.Errorf("exec: nspid %v pid ns %v, init's %v", ex["nspid"], ex["ns"], init["ns"])
+	}
+	f.next(t, execOf("/bin/true host-"+mark))
+	before := firstPayloadExec(t, g, "/bin/true in-"+mark)
+	for _, l := range stopFeed(t, g, before) {
+		if err := want(l); err != nil {
+			t.Errorf("--container %s shows %s %q: %v", name, l["event"], args(l), err)
+		}
 	}
 }
 

@@ -42,7 +42,14 @@ func runcBundle(t *testing.T, args ...string) string {
 // whatever it is given open.
 func runc(t *testing.T, dir string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("runc", args...)
+	runcUnder(t, dir, []string{"runc"}, args...)
+}
+
+// runcUnder is runc run by the command argv, which ends with runc's own
+// name or runs runc with the arguments that follow it.
+func runcUnder(t *testing.T, dir string, argv []string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], append(argv[1:len(argv):len(argv)], args...)...)
 	cmd.Dir = dir
 	errs, err := os.CreateTemp("", "runc-stderr")
 	if err != nil {
