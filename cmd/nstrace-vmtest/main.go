@@ -12,6 +12,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	_ "embed"
@@ -55,6 +56,10 @@ var suites = []struct{ name, pkg string }{
 const guestSkip = "TestPrivilegedContainer/^(containerd|docker|podman)$" +
 	"|^TestPrivilegedNSSharedBy(Containers|Pod)$|^TestPrivilegedPods$"
 
+// cgroupV1Mounts are the cgroup v1 hierarchies a cgroup=v1 guest mounts,
+// as a legacy-layout init does (cpu and cpuacct together).
+const cgroupV1Mounts = "pids memory cpu,cpuacct devices freezer blkio cpuset"
+
 // stormN scales the exec storm test for software emulation, which runs
 // execs tens of times slower; the test is otherwise the same.
 const stormN = "2000"
@@ -76,13 +81,16 @@ var arches = map[string]arch{
 }
 
 // guest is one line of kernels.txt: a kernel package pattern, the CPUs
-// to give it, and the syscall hook path the suite must use.
+// to give it, the syscall hook path the suite must use, the cgroup
+// hierarchies mounted, and the tests run if not all.
 type guest struct {
 	line    string
 	pattern string
 	arch    arch
 	smp     int
 	hooks   string
+	cgroup  string
+	run     string
 }
 
 func parseGuests(text string) ([]guest, error) {
@@ -93,7 +101,7 @@ func parseGuests(text string) ([]guest, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		g := guest{line: line, pattern: f[0], arch: arches["amd64"], smp: 2, hooks: "fentry"}
+		g := guest{line: line, pattern: f[0], arch: arches["amd64"], smp: 2, hooks: "fentry", cgroup: "v2"}
 		if strings.Contains(g.pattern, "-arm64") {
 			g.arch = arches["arm64"]
 		}
@@ -111,6 +119,16 @@ func parseGuests(text string) ([]guest, error) {
 					return nil, fmt.Errorf("kernels.txt:%d: hooks=%q is not fentry or tracepoint", n+1, v)
 				}
 				g.hooks = v
+			case "cgroup":
+				if v != "v1" && v != "v2" {
+					return nil, fmt.Errorf("kernels.txt:%d: cgroup=%q is not v1 or v2", n+1, v)
+				}
+				g.cgroup = v
+			case "run":
+				if v == "" {
+					return nil, fmt.Errorf("kernels.txt:%d: run= names no tests", n+1)
+				}
+				g.run = v
 			default:
 				return nil, fmt.Errorf("kernels.txt:%d: unknown option %q", n+1, kv)
 			}
@@ -216,7 +234,7 @@ func main() {
 			defer wg.Done()
 			for i := range next {
 				b := boots[i]
-				name := fmt.Sprintf("%s (%s, %d CPU%s, %s)", b.pkg, b.g.arch.goarch, b.g.smp, plural(b.g.smp), b.g.hooks)
+				name := fmt.Sprintf("%s (%s, %d CPU%s, %s, cgroup %s)", b.pkg, b.g.arch.goarch, b.g.smp, plural(b.g.smp), b.g.hooks, b.g.cgroup)
 				tag := fmt.Sprintf("[%d]", i+1)
 				fmt.Printf("%s booting %s\n", tag, name)
 				t0 := time.Now()
@@ -415,7 +433,18 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
+arg() { sed -n "s/.*nstrace\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+# cgroup v2 (as a modern init mounts it), or cgroup v1 alone: a v1
+# hierarchy for each of these controllers under a tmpfs, as on a host
+# whose init uses the legacy layout, and no cgroup2 mount anywhere.
+if [ "$(arg cgroup)" = v1 ]; then
+	mount -t tmpfs cgroup /sys/fs/cgroup
+	for c in ` + cgroupV1Mounts + `; do
+		mkdir /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c
+	done
+else
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup
+fi
 mkdir -p /dev/pts /run/netns /root
 # /dev/fd, as udev or an init makes it on a real system: runc re-executes
 # its sealed copy with execveat(fd, "", AT_EMPTY_PATH), which Debian's
@@ -423,9 +452,8 @@ mkdir -p /dev/pts /run/netns /root
 # opencontainers/runc issue 2552).
 ln -s /proc/self/fd /dev/fd
 ip link set lo up
-arg() { sed -n "s/.*nstrace\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 hooks=$(arg hooks)
-echo "NSTRACE-VMTEST-KERNEL $(uname -r) $(uname -m) $(nproc) CPUs, syscall hooks ${hooks:-auto}"
+echo "NSTRACE-VMTEST-KERNEL $(uname -r) $(uname -m) $(nproc) CPUs, syscall hooks ${hooks:-auto}, cgroup $(arg cgroup)"
 export NSTRACE_PRIVILEGED_TESTS=1 NSTRACE_STORM_N=` + stormN + ` NSTRACE_SYSCALL_HOOKS=$hooks
 run=$(arg run)
 status=""
@@ -571,12 +599,13 @@ func boot(g guest, kernel, initrd, logPath, tag string) (bool, string) {
 }
 
 func cmdline(g guest) string {
-	c := "console=" + g.arch.console + " panic=-1 oops=panic softlockup_panic=1 nstrace.hooks=" + g.hooks
+	c := "console=" + g.arch.console + " panic=-1 oops=panic softlockup_panic=1 nstrace.hooks=" + g.hooks + " nstrace.cgroup=" + g.cgroup
 	if !*verbose {
 		c += " quiet"
 	}
-	if *run != "" {
-		c += " nstrace.run=" + *run
+	// -run, if given, over the guest's own choice.
+	if r := cmp.Or(*run, g.run); r != "" {
+		c += " nstrace.run=" + r
 	}
 	return c
 }
