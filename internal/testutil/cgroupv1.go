@@ -40,20 +40,28 @@ func CgroupV1(t testing.TB) procfs.Hierarchies {
 }
 
 // MountCgroupV1 mounts the cgroup v1 hierarchy of controller on a new
-// directory, until the test ends, and returns where.
+// directory named after it (runc names a container's view of a v1
+// hierarchy so, and mounts it by that name), until the test ends, and
+// returns where.
 func MountCgroupV1(t testing.TB, controller string) (string, error) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "nstrace-cgroup-"+controller+"-")
+	base, err := os.MkdirTemp("", "nstrace-cgroup-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := filepath.Join(base, controller)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := unix.Mount("cgroup", dir, "cgroup", 0, controller); err != nil {
-		os.Remove(dir)
+		_ = os.Remove(dir)
+		_ = os.Remove(base)
 		return "", err
 	}
 	t.Cleanup(func() {
 		_ = unix.Unmount(dir, unix.MNT_DETACH)
 		_ = os.Remove(dir)
+		_ = os.Remove(base)
 	})
 	return dir, nil
 }
