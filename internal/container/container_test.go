@@ -123,6 +123,23 @@ func (h *fakeHost) containerIn(stateRoot, cid, cgPath string, annotations map[st
 	return cgroups
 }
 
+// lookup is a cgroup and the container the registry must name for it.
+type lookup struct {
+	cg   Cgroup
+	want Info
+}
+
+func checkLookups(t *testing.T, r *Registry, lookups []lookup) {
+	t.Helper()
+	for _, c := range lookups {
+		got := r.Lookup(c.cg)
+		if got == nil || got.ID != c.want.ID || got.Name != c.want.Name || got.Runtime != c.want.Runtime || got.Image != c.want.Image ||
+			(got.Pod == nil) != (c.want.Pod == nil) || (got.Pod != nil && *got.Pod != *c.want.Pod) {
+			t.Errorf("%+v:\n got %+v\nwant %+v", c.cg, got, c.want)
+		}
+	}
+}
+
 func TestRegistryRuntimes(t *testing.T) {
 	h := newFakeHost(t)
 	run := filepath.Dir(h.roots.Runc[0])
@@ -142,22 +159,13 @@ func TestRegistryRuntimes(t *testing.T) {
 
 	r := NewRegistry(h.roots, false)
 	defer r.Close()
-	for _, c := range []struct {
-		cg   Cgroup
-		want Info
-	}{
+	checkLookups(t, r, []lookup{
 		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
 		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
 		{dock, Info{ID: id, Name: "web", Runtime: "docker", Image: "busybox:latest"}},
 		{podman, Info{ID: podID, Name: "pod1", Runtime: "podman", Image: "localhost/bb:1"}},
 		{k8s, Info{ID: k8sID, Runtime: "containerd", Image: "shop/app:2", Pod: &event.Pod{Name: "api-1", Namespace: "shop", UID: pod, Container: "app"}}},
-	} {
-		got := r.Lookup(c.cg)
-		if got == nil || got.ID != c.want.ID || got.Name != c.want.Name || got.Runtime != c.want.Runtime || got.Image != c.want.Image ||
-			(got.Pod == nil) != (c.want.Pod == nil) || (got.Pod != nil && *got.Pod != *c.want.Pod) {
-			t.Errorf("%+v:\n got %+v\nwant %+v", c.cg, got, c.want)
-		}
-	}
+	})
 	if c := r.Lookup(Cgroup{ID: 12345, Name: "session-1.scope", Parent: "user.slice"}); c != nil {
 		t.Errorf("a host cgroup in a container: %+v", c)
 	}
@@ -201,23 +209,14 @@ func TestRegistryCgroupV1(t *testing.T) {
 
 	r := NewRegistry(h.roots, false)
 	defer r.Close()
-	for _, c := range []struct {
-		cg   Cgroup
-		want Info
-	}{
+	checkLookups(t, r, []lookup{
 		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
 		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
 		{dock["pids"], Info{ID: id, Name: "web", Runtime: "docker"}},
 		{dock[""], Info{ID: id, Name: "web", Runtime: "docker"}},
 		{podman, Info{ID: podID, Name: "pod1", Runtime: "podman"}},
 		{k8s, Info{ID: k8sID, Runtime: "containerd", Pod: &event.Pod{Name: "api-1", Namespace: "shop", UID: pod, Container: "app"}}},
-	} {
-		got := r.Lookup(c.cg)
-		if got == nil || got.ID != c.want.ID || got.Name != c.want.Name || got.Runtime != c.want.Runtime ||
-			(got.Pod == nil) != (c.want.Pod == nil) || (got.Pod != nil && *got.Pod != *c.want.Pod) {
-			t.Errorf("%+v:\n got %+v\nwant %+v", c.cg, got, c.want)
-		}
-	}
+	})
 	// The v2 cgroup with plain runc's v1 id, and the v1 one with Docker's
 	// v2 id, are nobody's.
 	if c := r.Lookup(Cgroup{ID: plain.ID, Name: "session-1.scope", Parent: "user.slice"}); c != nil {
