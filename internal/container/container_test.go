@@ -236,6 +236,11 @@ func TestRegistryCgroupV1(t *testing.T) {
 	if found, _ := r.Find("web"); len(found) != 2 || found[dock["pids"].Key()].ID != id || found[dock[""].Key()].ID != id {
 		t.Errorf("find on both: %v", found)
 	}
+	// A pod's container: the kernel filters on its pod's v1 cgroup.
+	podCgroup := CgroupKey{inode(filepath.Join(h.roots.CgroupV1, "kubepods", "burstable", "pod"+pod)), true}
+	if keys, err := r.KernelCgroups("api-1/app"); err != nil || len(keys) != 1 || keys[0] != podCgroup {
+		t.Errorf("--container api-1/app: cgroups %v %v, want the pod's %v", keys, err, podCgroup)
+	}
 }
 
 // A container whose state appears after nstrace started is learned from
