@@ -44,14 +44,21 @@ func TestPrivilegedCgroupV1(t *testing.T) {
 			v1dir, ex.CgroupID, ex.CgroupV1, ex.CgroupName, ex.CgroupParent, inode(t, v1dir), h.Controller, parent)
 	}
 	// The test's own child, where the test is in the v2 root: its v1
-	// cgroup.
+	// cgroup, or, in the v1 root too, the v2 root, as without v1.
 	host := all.Wait(t, 1, wait, isExec("/bin/true", "host", m))[0]
 	self, ok := procfs.ReadProc(procfs.Root, uint32(os.Getpid()))
 	if !ok {
 		t.Fatal("reading this process")
 	}
-	if path, v1 := h.CgroupOf(self); v1 && (host.CgroupID != inode(t, filepath.Join(h.V1, path)) || host.CgroupV1 != h.Controller) {
-		t.Errorf("exec in %s: cgroup %d (v1 %q), want %s's inode", path, host.CgroupID, host.CgroupV1, path)
+	if path, v1 := h.CgroupOf(self); v1 || path == "/" {
+		// The v2 hierarchy's root is kernfs node 1, mounted or not.
+		want, wantV1 := uint64(1), ""
+		if v1 {
+			want, wantV1 = inode(t, filepath.Join(h.V1, path)), h.Controller
+		}
+		if host.CgroupID != want || host.CgroupV1 != wantV1 {
+			t.Errorf("exec in v1 %s: cgroup %d (v1 %q), want %d (v1 %q)", path, host.CgroupID, host.CgroupV1, want, wantV1)
+		}
 	}
 	filtered.Wait(t, 1, wait, isExec("/bin/true", "v1", m))
 

@@ -145,7 +145,9 @@ func (h Hierarchies) CgroupOf(p Proc) (path string, v1 bool) {
 		_, rest, _ := strings.Cut(line, ":")
 		ctrls, path, ok := strings.Cut(rest, ":")
 		if ok && hasController(ctrls, h.Controller) {
-			return path, true
+			// In that hierarchy's root too: the v2 root, as the
+			// kernel side says.
+			return path, path != "/"
 		}
 	}
 	return p.Cgroup, false
