@@ -105,11 +105,12 @@ soak: build
 	CGO_ENABLED=0 $(GO) build -o bin/nstrace-soak ./cmd/nstrace-soak
 	./bin/nstrace-soak -nstrace ./$(BIN) $(SOAK_ARGS)
 
-# The privileged suite on the host and, under qemu, on each guest of
-# cmd/nstrace-vmtest/kernels.txt (Debian's 5.10, 6.1, 6.12 on x86_64, 6.1
-# on arm64); as root, with qemu-system-x86, qemu-system-arm and
+# The privileged suite on the host (with what make test-deps installs)
+# and, under qemu, on each guest of cmd/nstrace-vmtest/kernels.txt
+# (Debian's 5.10, 6.1, 6.12 on x86_64, 6.1 on arm64, and 5.10 with cgroup
+# v1 alone); as root, with qemu-system-x86, qemu-system-arm and
 # busybox-static installed.
-test-kernels:
+test-kernels: test-deps
 	CGO_ENABLED=0 $(GO) build -o bin/nstrace-vmtest ./cmd/nstrace-vmtest
 	./bin/nstrace-vmtest $(VMTEST_ARGS)
 
