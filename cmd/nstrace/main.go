@@ -115,6 +115,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (tracer.Config, error) 
 		fmt.Fprint(stderr, usageHead, fs.FlagUsages())
 		return cfg, errHelp
 	}
+	if (*a.man || *a.showVersion) && fs.NArg() > 0 {
+		return cfg, usagef("unexpected argument %q", fs.Arg(0))
+	}
 	if *a.man {
 		writeMan(stdout)
 		return cfg, errHelp

@@ -94,6 +94,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-e", ""}, 0, "no events selected"},
 		{[]string{"--bogus"}, 0, "unknown flag: --bogus"},
 		{[]string{"extra"}, 0, `unexpected argument "extra"`},
+		{[]string{"--man", "extra"}, 0, `unexpected argument "extra"`},
+		{[]string{"--version", "extra"}, 0, `unexpected argument "extra"`},
 		{[]string{"--buffer-size", "3M"}, 0, "must be a power of two"},
 		{[]string{"--buffer-size", "x"}, 0, `"x" is not a size`},
 	}

@@ -178,15 +178,49 @@ func ProgramsSince(before map[ebpf.ProgramID]string) map[string]bool {
 	return progs
 }
 
+// testProcessEnv marks every process this test binary starts, and theirs,
+// orphans included: their environment carries this process's pid.
+const testProcessEnv = "NSTRACE_TEST_PROCESS"
+
+// testOwner is the test binary whose processes these are: this one, or
+// the one that started this one (nstrace run as the test binary).
+var testOwner = os.Getenv(testProcessEnv)
+
+func init() {
+	if testOwner == "" {
+		testOwner = strconv.Itoa(os.Getpid())
+		_ = os.Setenv(testProcessEnv, testOwner)
+	}
+}
+
+// ours reports whether process pid was started by this test binary: a
+// descendant, or an orphan of one, which keeps the environment.
+func ours(pid int) bool {
+	if descends(pid, os.Getpid()) {
+		return true
+	}
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	mark := testProcessEnv + "=" + testOwner
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if kv == mark {
+			return true
+		}
+	}
+	return false
+}
+
 // WaitProgramsGone fails t unless every nstrace program loaded since
 // before was listed is gone within 5 seconds, but for those held by
-// processes that are not this one's descendants: other test packages,
-// run at the same time, load programs of their own.
+// processes this test binary did not start: other test packages, run at
+// the same time, load programs of their own.
 func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		others := heldPrograms(func(pid int) bool { return !descends(pid, os.Getpid()) })
+		others := heldPrograms(func(pid int) bool { return !ours(pid) })
 		left := map[ebpf.ProgramID]string{}
 		for id, name := range LoadedPrograms() {
 			if _, old := before[id]; !old && !others[id] {
