@@ -129,24 +129,27 @@ func readlink(t *testing.T, path string) string {
 }
 
 // logEvent waits for the exec of argv in the DaemonSet pod's log file
-// and returns it; every line read so far must be a CRI log line, and each
-// stdout line one JSON event.
+// and returns it. The line that carries argv's last word (the test's
+// marker) must be one JSON event; the others, the host's every exec
+// (other tests' and builds' too, of any length), are not looked at.
 func logEvent(t *testing.T, d *testutil.DaemonSetPod, argv string) map[string]any {
 	t.Helper()
+	words := strings.Fields(argv)
+	marker := words[len(words)-1]
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		lines, err := testutil.ReadCRILog(d.LogPath)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, l := range lines {
-			if l.Stream != "stdout" {
+			if l.Stream != "stdout" || !strings.Contains(l.Message, marker) {
 				continue
 			}
 			var e map[string]any
-			if l.Tag != "F" || json.Unmarshal([]byte(l.Message), &e) != nil {
-				t.Fatalf("%s: not one JSON event: %+v", d.LogPath, l)
+			if err := json.Unmarshal([]byte(l.Message), &e); err != nil {
+				t.Fatalf("%s: not one JSON event: %v: %q", d.LogPath, err, l.Message)
 			}
-			if e["event"] == "exec" && fmt.Sprint(e["args"]) == fmt.Sprint(toAny(strings.Fields(argv))) {
+			if e["event"] == "exec" && fmt.Sprint(e["args"]) == fmt.Sprint(toAny(words)) {
 				return e
 			}
 		}

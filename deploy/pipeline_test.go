@@ -3,7 +3,6 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -293,22 +292,24 @@ type otlpRecord struct {
 	time     time.Time
 }
 
-// otlpRecords reads the file exporter's OTLP JSON: one export request a
-// line.
+// otlpRecords reads the file exporter's OTLP JSON, one export request a
+// line, as the exporter writes it: a last line without its newline is
+// not written yet.
 func otlpRecords(t *testing.T, path string) []otlpRecord {
 	t.Helper()
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var out []otlpRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
+	b = b[:bytes.LastIndexByte(b, '\n')+1]
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
 		var req struct {
 			ResourceLogs []struct {
 				Resource struct {
@@ -323,8 +324,8 @@ func otlpRecords(t *testing.T, path string) []otlpRecord {
 				} `json:"scopeLogs"`
 			} `json:"resourceLogs"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			t.Fatalf("the file exporter wrote %q: %v", sc.Text(), err)
+		if err := json.Unmarshal(line, &req); err != nil {
+			t.Fatalf("the file exporter wrote %q: %v", line, err)
 		}
 		for _, rl := range req.ResourceLogs {
 			for _, sl := range rl.ScopeLogs {

@@ -444,25 +444,35 @@ func (d *DaemonSetPod) Stop(t testing.TB) int {
 
 // CRILogLine is a line of a CRI log file (the kubelet's format):
 // TIMESTAMP STREAM TAG MESSAGE, the tag F for a whole line, P for part of
-// a longer one.
+// a longer one (containerd cuts lines at its max_container_log_line_size,
+// 16 KiB by default).
 type CRILogLine struct {
-	Time    time.Time
-	Stream  string // stdout or stderr
-	Tag     string
-	Message string
+	Time    time.Time // the first part's
+	Stream  string    // stdout or stderr
+	Message string    // the parts of a stream up to its F line, joined
 }
 
-// ReadCRILog reads a CRI log file; a line not in the format is an error.
+// ReadCRILog reads a CRI log file that its runtime may be writing: a last
+// line without its newline is not written yet, and a stream's P parts
+// are joined up to its F line (those without one yet are left out). A
+// line not in the format is an error.
 func ReadCRILog(path string) ([]CRILogLine, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	return parseCRILog(path, string(b))
+}
+
+func parseCRILog(path, s string) ([]CRILogLine, error) {
 	var out []CRILogLine
-	for i, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-		if l == "" && len(b) == 0 {
-			break
+	partial := map[string]*CRILogLine{} // by stream
+	for i := 0; ; i++ {
+		l, rest, whole := strings.Cut(s, "\n")
+		if !whole {
+			return out, nil
 		}
+		s = rest
 		f := strings.SplitN(l, " ", 4)
 		if len(f) != 4 || f[1] != "stdout" && f[1] != "stderr" || f[2] != "F" && f[2] != "P" {
 			return nil, fmt.Errorf("%s:%d: not a CRI log line: %q", path, i+1, l)
@@ -471,7 +481,16 @@ func ReadCRILog(path string) ([]CRILogLine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
 		}
-		out = append(out, CRILogLine{Time: ts, Stream: f[1], Tag: f[2], Message: f[3]})
+		p := partial[f[1]]
+		if p == nil {
+			p = &CRILogLine{Time: ts, Stream: f[1]}
+		}
+		p.Message += f[3]
+		if f[2] == "P" {
+			partial[f[1]] = p
+			continue
+		}
+		delete(partial, f[1])
+		out = append(out, *p)
 	}
-	return out, nil
 }

@@ -5,9 +5,11 @@ package testutil
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The DaemonSet's pod in CRI's terms is what the manifest says: the host's
@@ -69,5 +71,30 @@ func TestDaemonSetPodSpec(t *testing.T) {
 	bad := strings.Replace(string(b), "      hostPID: true\n", "      hostPID: true\n      hostUsers: false\n", 1)
 	if _, err := DaemonSetPodSpec([]byte(bad)); err == nil || !strings.Contains(err.Error(), "hostUsers") {
 		t.Errorf("an unknown field: %v", err)
+	}
+}
+
+// A CRI log file read while it is written: a stream's P parts are joined
+// up to its F line, another stream's lines in between; parts without
+// their F line yet and a last line without its newline are left out.
+func TestParseCRILog(t *testing.T) {
+	const t1, t2, t3 = "2024-05-01T10:00:00.000000001Z", "2024-05-01T10:00:00.5Z", "2024-05-01T10:00:01Z"
+	log := t1 + " stdout P {\"args\":[\"a\n" +
+		t2 + " stderr F warning\n" +
+		t2 + " stdout P b\",\n" +
+		t3 + " stdout F \"c\"]}\n" +
+		t3 + " stderr P cut\n" +
+		t3 + " stdout F {\"half\":"
+	got, err := parseCRILog("0.log", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := func(s string) time.Time { v, _ := time.Parse(time.RFC3339Nano, s); return v }
+	want := []CRILogLine{{ts(t2), "stderr", "warning"}, {ts(t1), "stdout", `{"args":["ab","c"]}`}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if _, err := parseCRILog("0.log", t1+" stdout X x\n"); err == nil || !strings.Contains(err.Error(), "0.log:1: not a CRI log line") {
+		t.Errorf("a bad tag: %v", err)
 	}
 }
