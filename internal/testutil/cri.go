@@ -225,6 +225,8 @@ type CRI struct {
 	done   chan struct{}
 	log    string
 	pods   []*Pod
+	// release gives up the claim on Subnet.
+	release func()
 }
 
 // Crictl is the crictl the tests drive CRI with: the release
@@ -274,9 +276,10 @@ func StartCRI(t testing.TB) *CRI {
 		t.Fatal(err)
 	}
 	c := &CRI{Dir: dir, Socket: filepath.Join(dir, "containerd.sock"), LogRoot: filepath.Join(dir, "pods"),
-		Bridge: fmt.Sprintf("nstcri%04x", mrand.IntN(1<<16)), Subnet: freeSubnet(t),
+		Bridge: fmt.Sprintf("nstcri%04x", mrand.IntN(1<<16)),
 		crictl: crictl, config: filepath.Join(dir, "crictl.yaml"), done: make(chan struct{}), log: filepath.Join(dir, "containerd.log")}
 	t.Cleanup(func() { c.stop(t) })
+	c.Subnet, c.release = claimSubnet(t)
 	c.configure(t)
 	c.start(t)
 	c.importImage(t, pauseArchive(t))
@@ -611,6 +614,9 @@ func (c *CRI) stop(t testing.TB) {
 	}
 	unmountUnder(c.Dir)
 	_ = exec.Command("ip", "link", "del", c.Bridge).Run()
+	if c.release != nil {
+		c.release()
+	}
 	if err := os.RemoveAll(c.Dir); err != nil {
 		t.Errorf("removing %s: %v", c.Dir, err)
 	}
@@ -672,10 +678,20 @@ func removeCgroup(path string) {
 	}
 }
 
-// freeSubnet picks a /24 in 10.213.0.0/16 that no interface's address
-// and no route on this host overlaps.
-func freeSubnet(t testing.TB) *net.IPNet {
+// subnetClaims is where StartCRI claims the /24 of its pods' bridge, a
+// locked file for each: the tests of several packages start CRIs at the
+// same moment, and a bridge appears only with the first pod.
+const subnetClaims = "/run/nstrace-cri"
+
+// claimSubnet picks a /24 in 10.213.0.0/16 that no interface's address,
+// no route and no other CRI of the tests (of any process) has, and
+// claims it until release. A claim is a lock, so a test killed midway
+// holds none.
+func claimSubnet(t testing.TB) (_ *net.IPNet, release func()) {
 	t.Helper()
+	if err := os.MkdirAll(subnetClaims, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var taken []*net.IPNet
 	addrs, _ := net.InterfaceAddrs()
 	for _, a := range addrs {
@@ -693,12 +709,32 @@ func freeSubnet(t testing.TB) *net.IPNet {
 				break
 			}
 		}
-		if free {
-			return n
+		if !free {
+			continue
+		}
+		if release, ok := claim(filepath.Join(subnetClaims, n.IP.String())); ok {
+			return n, release
 		}
 	}
 	t.Fatal("no free /24 in 10.213.0.0/16 for the pods' bridge")
-	return nil
+	return nil, nil
+}
+
+// claim locks the file at path, made if need be, unless another holds
+// it; release removes it. A file removed by its holder between another's
+// open and lock is not the one at path any more: that lock is no claim.
+func claim(path string) (release func(), ok bool) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, false
+	}
+	var held, now unix.Stat_t
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil ||
+		unix.Fstat(int(f.Fd()), &held) != nil || unix.Stat(path, &now) != nil || held.Ino != now.Ino {
+		f.Close()
+		return nil, false
+	}
+	return func() { os.Remove(path); f.Close() }, true
 }
 
 // routes are the IPv4 routes' destinations, from /proc/net/route, but

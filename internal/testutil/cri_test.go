@@ -71,9 +71,34 @@ func TestPrivilegedCRIPod(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", cgroupParent)); len(left) > 0 {
 		t.Errorf("cgroups left: %v", left)
 	}
+	if _, err := os.Stat(filepath.Join(subnetClaims, c.Subnet.IP.String())); !os.IsNotExist(err) {
+		t.Errorf("the claim on %s left: %v", c.Subnet, err)
+	}
 	if shims := shimsOf(c.Socket); len(shims) > 0 {
 		t.Errorf("shims left: %v", shims)
 	}
+}
+
+// A /24 claimed is another's only once released, and its file is gone
+// then.
+func TestClaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "10.213.7.0")
+	release, ok := claim(path)
+	if !ok {
+		t.Fatal("no claim on a free /24")
+	}
+	if _, ok := claim(path); ok {
+		t.Fatal("a /24 claimed twice")
+	}
+	release()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("released, the claim's file is left: %v", err)
+	}
+	again, ok := claim(path)
+	if !ok {
+		t.Fatal("no claim once released")
+	}
+	defer again()
 }
 
 func nsLink(t *testing.T, pid, typ string) string {
