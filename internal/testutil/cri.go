@@ -9,11 +9,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -480,7 +483,24 @@ func (c *CRI) RunPod(t testing.TB, cfg PodConfig) *Pod {
 	writeJSON(t, p.file, cfg)
 	c.pods = append(c.pods, p)
 	t.Cleanup(func() { p.Remove(t) })
-	p.ID = c.Crictl(t, "runp", p.file)
+	var err error
+	withCgroupParents(t, func(made map[string]bool) {
+		var missing []string
+		for _, d := range cgroupParentsOf(cfg.Linux.CgroupParent) {
+			if _, err := os.Stat(d); os.IsNotExist(err) {
+				missing = append(missing, d)
+			}
+		}
+		p.ID, err = c.CrictlErr("runp", p.file)
+		for _, d := range missing {
+			if _, err := os.Stat(d); err == nil {
+				made[d] = true
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("crictl runp: %v; containerd's log: %s", err, c.logTail())
+	}
 	return p
 }
 
@@ -614,6 +634,7 @@ func (c *CRI) stop(t testing.TB) {
 	}
 	unmountUnder(c.Dir)
 	_ = exec.Command("ip", "link", "del", c.Bridge).Run()
+	removeCgroupParents(t)
 	if c.release != nil {
 		c.release()
 	}
@@ -659,16 +680,28 @@ func unmountUnder(dir string) {
 	}
 }
 
-// removeCgroup removes a pod's cgroup from every hierarchy (the v1
-// controllers and the v2 one), once the runtime has removed its
-// containers' cgroups below it.
+// cgroupHierarchies are the directories of the cgroup hierarchies
+// mounted: v1 controllers' and v2's, under /sys/fs/cgroup or at it on a
+// host of cgroup v2 alone. A pod's cgroup is made in each.
+func cgroupHierarchies() []string {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	var dirs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+			dirs = append(dirs, f[1])
+		}
+	}
+	return dirs
+}
+
+// removeCgroup removes a pod's cgroup from every hierarchy, once the
+// runtime has removed its containers' cgroups below it.
 func removeCgroup(path string) {
 	if path == "" {
 		return
 	}
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", path))
-	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", path))
-	for _, d := range dirs {
+	for _, h := range cgroupHierarchies() {
+		d := filepath.Join(h, path)
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			err := os.Remove(d)
 			if err == nil || os.IsNotExist(err) || time.Now().After(deadline) {
@@ -676,6 +709,75 @@ func removeCgroup(path string) {
 			}
 		}
 	}
+}
+
+// cgroupParents records the directories above pods' cgroups
+// (/kubepods, /kubepods/besteffort ...) that the runtime made for the
+// tests' pods, in every hierarchy, one a line. It is shared by every
+// process's CRIs, and whichever stops last, its pods gone, removes
+// them. Its lock is held while a pod is run and while they are removed,
+// so that none is removed under a pod being made.
+const cgroupParents = subnetClaims + "/cgroup-parents"
+
+// withCgroupParents runs f with cgroupParents locked and read, and
+// writes back what f leaves.
+func withCgroupParents(t testing.TB, f func(made map[string]bool)) {
+	t.Helper()
+	if err := os.MkdirAll(subnetClaims, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.OpenFile(cgroupParents, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	if err := unix.Flock(int(file.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := map[string]bool{}
+	for _, d := range strings.Fields(string(b)) {
+		made[d] = true
+	}
+	f(made)
+	list := slices.Sorted(maps.Keys(made))
+	if err := file.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.WriteAt([]byte(strings.Join(list, "\n")+"\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cgroupParentsOf lists, in every hierarchy, the directories above a
+// pod's cgroup path but the hierarchy's root.
+func cgroupParentsOf(path string) []string {
+	var dirs []string
+	for _, h := range cgroupHierarchies() {
+		for p := filepath.Dir(path); p != "/" && p != "."; p = filepath.Dir(p) {
+			dirs = append(dirs, filepath.Join(h, p))
+		}
+	}
+	return dirs
+}
+
+// removeCgroupParents removes the empty directories cgroupParents
+// records, deepest first; one still holding a cgroup (another process's
+// pod) stays recorded.
+func removeCgroupParents(t testing.TB) {
+	t.Helper()
+	withCgroupParents(t, func(made map[string]bool) {
+		dirs := slices.Collect(maps.Keys(made))
+		slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
+		for _, d := range dirs {
+			if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+				delete(made, d)
+			}
+		}
+	})
 }
 
 // subnetClaims is where StartCRI claims the /24 of its pods' bridge, a

@@ -20,11 +20,15 @@ import (
 func TestPrivilegedCRIPod(t *testing.T) {
 	RequirePrivileged(t)
 	var c *CRI
-	var cgroupParent string
+	cfg := NewPod("web", "nstrace-test")
+	cgroupParent := cfg.Linux.CgroupParent
+	existed := map[string]bool{}
+	for _, d := range cgroupParentsOf(cgroupParent) {
+		_, err := os.Stat(d)
+		existed[d] = err == nil
+	}
 	t.Run("pod", func(t *testing.T) {
 		c = StartCRI(t)
-		cfg := NewPod("web", "nstrace-test")
-		cgroupParent = cfg.Linux.CgroupParent
 		p := c.RunPod(t, cfg)
 		a := p.Start(t, NewContainer("app", "sh", "-c", "echo hello from app; exec sleep 3600"))
 		b := p.Start(t, NewContainer("sidecar", "sleep", "3600"))
@@ -68,15 +72,43 @@ func TestPrivilegedCRIPod(t *testing.T) {
 	if err := exec.Command("ip", "link", "show", c.Bridge).Run(); err == nil {
 		t.Errorf("bridge %s left", c.Bridge)
 	}
-	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", cgroupParent)); len(left) > 0 {
-		t.Errorf("cgroups left: %v", left)
+	for _, h := range cgroupHierarchies() {
+		if _, err := os.Stat(filepath.Join(h, cgroupParent)); !os.IsNotExist(err) {
+			t.Errorf("the pod's cgroup left in %s: %v", h, err)
+		}
 	}
+	// The directories above it that the pod's run made are gone, unless
+	// another test's CRI runs: then they may stay, recorded for it to
+	// remove.
+	withCgroupParents(t, func(made map[string]bool) {
+		others := othersClaimed()
+		for _, d := range cgroupParentsOf(cgroupParent) {
+			if _, err := os.Stat(d); err == nil && !existed[d] && (!others || !made[d]) {
+				t.Errorf("%s left, made for the pod (other CRIs running: %v)", d, others)
+			}
+		}
+	})
 	if _, err := os.Stat(filepath.Join(subnetClaims, c.Subnet.IP.String())); !os.IsNotExist(err) {
 		t.Errorf("the claim on %s left: %v", c.Subnet, err)
 	}
 	if shims := shimsOf(c.Socket); len(shims) > 0 {
 		t.Errorf("shims left: %v", shims)
 	}
+}
+
+// othersClaimed reports whether another CRI holds a claim on a /24; a
+// claim no CRI holds (its test was killed) is removed.
+func othersClaimed() bool {
+	files, _ := filepath.Glob(filepath.Join(subnetClaims, "*.*.*.*"))
+	held := false
+	for _, f := range files {
+		if release, ok := claim(f); ok {
+			release()
+		} else {
+			held = true
+		}
+	}
+	return held
 }
 
 // A /24 claimed is another's only once released, and its file is gone
