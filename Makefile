@@ -78,10 +78,12 @@ otelcol:
 	@PATH="$$PATH:$(dir $(GO))" deploy/kubernetes/otelcol/build >/dev/null
 
 # All tests. As root this includes the privileged suite, which loads the
-# real BPF programs; it never silently skips there.
+# real BPF programs; it never silently skips there. A package's tests
+# may take longer than go test's 10 minutes: deploy's build the image and
+# run containerds, a Docker daemon and the collector.
 test: test-deps
 	@if [ "$$(id -u)" = 0 ]; then export NSTRACE_PRIVILEGED_TESTS=1; fi; \
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 # Tests that need no privileges.
 test-unit:

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -351,21 +352,51 @@ func resources(requests, limits map[string]string) (*ContainerResources, string,
 	return r, qos, nil
 }
 
-// NstraceImage builds nstrace's image with `make image`, in a Docker
-// daemon of its own that is stopped after (no other user's images are
-// touched), and returns the archive's path and the image's name.
+// NstraceImage builds nstrace's image with `make image`, once for the
+// test binary (a build takes a minute), in a Docker daemon of its own
+// that is stopped after (no other user's images are touched), and
+// returns the archive's path and the image's name. RemoveNstraceImage
+// removes the archive.
 func NstraceImage(t testing.TB) (archive, image string) {
 	t.Helper()
 	NeedTools(t, "make", "dockerd", "docker", "containerd")
-	dir := t.TempDir()
-	image = fmt.Sprintf("nstrace:test-%d", mrand.IntN(1_000_000))
-	archive = filepath.Join(dir, "image.tar")
-	mk := exec.Command("make", "-C", ModuleRoot(t), "image", "IMAGE="+image, "IMAGE_TAR="+archive,
-		"BIN="+filepath.Join(dir, "nstrace"), "IMAGE_DIR="+filepath.Join(dir, "context"), "WITH_DOCKER=deploy/image/with-docker --private")
-	if out, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("make image: %v: %s", err, out)
+	root := ModuleRoot(t)
+	built.once.Do(func() { built.build(root) })
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return archive, image
+	return built.archive, built.image
+}
+
+// RemoveNstraceImage removes the image NstraceImage built, if it did:
+// for a test binary's TestMain, once its tests are done.
+func RemoveNstraceImage() {
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+}
+
+// builtImage is an image make image built, or why it could not.
+type builtImage struct {
+	once                sync.Once
+	dir, archive, image string
+	err                 error
+}
+
+// built is the test binary's image.
+var built builtImage
+
+func (b *builtImage) build(root string) {
+	if b.dir, b.err = os.MkdirTemp("", "nstrace-image-"); b.err != nil {
+		return
+	}
+	b.image = fmt.Sprintf("nstrace:test-%d", mrand.IntN(1_000_000))
+	b.archive = filepath.Join(b.dir, "image.tar")
+	mk := exec.Command("make", "-C", root, "image", "IMAGE="+b.image, "IMAGE_TAR="+b.archive,
+		"BIN="+filepath.Join(b.dir, "nstrace"), "IMAGE_DIR="+filepath.Join(b.dir, "context"), "WITH_DOCKER=deploy/image/with-docker --private")
+	if out, err := mk.CombinedOutput(); err != nil {
+		b.err = fmt.Errorf("make image: %v: %s", err, out)
+	}
 }
 
 // DaemonSetPod is nstrace's DaemonSet pod, running.
@@ -383,9 +414,9 @@ type DaemonSetPod struct {
 // PodLogRoot is where a kubelet keeps pods' logs.
 const PodLogRoot = "/var/log/pods"
 
-// RunDaemonSet builds nstrace's image (make image), imports it into c,
-// runs the DaemonSet's pod from the manifest, and returns once its
-// readiness probe answers 200, as the kubelet would then mark it ready.
+// RunDaemonSet imports nstrace's image (NstraceImage) into c, runs the
+// DaemonSet's pod from the manifest, and returns once its readiness
+// probe answers 200, as the kubelet would then mark it ready.
 // The pod and its logs are removed when t ends.
 func RunDaemonSet(t testing.TB, c *CRI) *DaemonSetPod {
 	t.Helper()
