@@ -56,7 +56,8 @@ check-generated: generate
 # pod log.
 TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool prometheus containerd ctr dockerd docker podman /usr/lib/cni/bridge dot groff
 TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman containernetworking-plugins graphviz groff-base
-CRICTL_VERSION := v1.37.0
+# The release the tests check for, from the file they embed.
+CRICTL_VERSION := $(shell cat internal/testutil/crictl-version)
 
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \

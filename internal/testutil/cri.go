@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -36,8 +37,12 @@ import (
 // every run takes.
 
 // CrictlVersion is the cri-tools release the tests drive CRI with; make
-// test-deps installs it in the module's bin/.
-const CrictlVersion = "v1.37.0"
+// test-deps installs it in the module's bin/, reading it from the same
+// file.
+var CrictlVersion = strings.TrimSpace(crictlVersion)
+
+//go:embed crictl-version
+var crictlVersion string
 
 // PauseImage is the pod sandbox's image, the one containerd's CRI plugin
 // runs by default; the tests build it (internal/testutil/pause).
