@@ -16,7 +16,7 @@ require (
 	github.com/prometheus/client_model v0.6.2 // indirect
 	github.com/prometheus/common v0.66.1 // indirect
 	github.com/prometheus/procfs v0.16.1 // indirect
-	go.yaml.in/yaml/v2 v2.4.2
+	go.yaml.in/yaml/v2 v2.4.2 // reads the DaemonSet manifest in the tests
 	google.golang.org/protobuf v1.36.8 // indirect
 )
 
