@@ -136,11 +136,14 @@ func logEvent(t *testing.T, d *testutil.DaemonSetPod, argv string) map[string]an
 	t.Helper()
 	words := strings.Fields(argv)
 	marker := words[len(words)-1]
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	var found map[string]any
+	n := 0
+	if !testutil.Eventually(20*time.Second, 100*time.Millisecond, func() bool {
 		lines, err := testutil.ReadCRILog(d.LogPath)
 		if err != nil {
 			t.Fatal(err)
 		}
+		n = len(lines)
 		for _, l := range lines {
 			if l.Stream != "stdout" || !strings.Contains(l.Message, marker) {
 				continue
@@ -150,11 +153,13 @@ func logEvent(t *testing.T, d *testutil.DaemonSetPod, argv string) map[string]an
 				t.Fatalf("%s: not one JSON event: %v: %q", d.LogPath, err, l.Message)
 			}
 			if e["event"] == "exec" && fmt.Sprint(e["args"]) == fmt.Sprint(toAny(words)) {
-				return e
+				found = e
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no exec %q in %s after 20s (%d lines)", argv, d.LogPath, len(lines))
-		}
+		return false
+	}) {
+		t.Fatalf("no exec %q in %s after 20s (%d lines)", argv, d.LogPath, n)
 	}
+	return found
 }

@@ -55,20 +55,22 @@ func startDocker(t *testing.T) *docker {
 			t.Errorf("the test's dockerd did not stop")
 		}
 	})
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	var host string
+	if !testutil.Eventually(30*time.Second, 50*time.Millisecond, func() bool {
 		if b, err := os.ReadFile(hostFile); err == nil && bytes.HasSuffix(b, []byte("\n")) {
-			host := strings.TrimSpace(string(b))
-			return &docker{host: host, dir: filepath.Dir(strings.TrimPrefix(host, "unix://"))}
+			host = strings.TrimSpace(string(b))
+			return true
 		}
 		select {
 		case err := <-exited:
 			t.Fatalf("starting dockerd: %v: %s", err, stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dockerd did not start: %s", stderr.String())
-		}
+		return false
+	}) {
+		t.Fatalf("dockerd did not start: %s", stderr.String())
 	}
+	return &docker{host: host, dir: filepath.Dir(strings.TrimPrefix(host, "unix://"))}
 }
 
 func (d *docker) cmd(args ...string) *exec.Cmd {

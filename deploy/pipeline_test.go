@@ -104,10 +104,8 @@ func script(t *testing.T, dir, name string) string {
 // timeout, saying what never happened.
 func waitFor(t *testing.T, timeout time.Duration, what func() string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal(what())
-		}
+	if !testutil.Eventually(timeout, 100*time.Millisecond, cond) {
+		t.Fatal(what())
 	}
 }
 

@@ -355,9 +355,7 @@ func testPodChurn(t *testing.T, c *testutil.CRI) {
 // waitExited waits for a container's process to end.
 func waitExited(t *testing.T, c *testutil.CRI, id string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); c.Inspect(t, id).Status.State != "CONTAINER_EXITED"; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s still runs after 20s", id)
-		}
+	if !testutil.Eventually(20*time.Second, 20*time.Millisecond, func() bool { return c.Inspect(t, id).Status.State == "CONTAINER_EXITED" }) {
+		t.Fatalf("container %s still runs after 20s", id)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -75,15 +74,9 @@ func CgroupDir(t testing.TB, root, rel string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	removed := func(p string) bool {
-		err := os.Remove(p)
-		return err == nil || os.IsNotExist(err)
-	}
 	t.Cleanup(func() {
 		for p := dir; strings.HasPrefix(p, root+"/"); p = filepath.Dir(p) {
-			for deadline := time.Now().Add(5 * time.Second); !removed(p) && time.Now().Before(deadline); {
-				time.Sleep(20 * time.Millisecond)
-			}
+			removeCgroupDir(p)
 		}
 	})
 	return dir

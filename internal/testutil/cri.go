@@ -385,18 +385,24 @@ func (c *CRI) start(t testing.TB) {
 		t.Fatalf("starting containerd: %v", err)
 	}
 	go func() { _ = c.daemon.Wait(); close(c.done) }()
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := c.CrictlErr("version"); err == nil {
-			return
-		}
-		select {
-		case <-c.done:
-			t.Fatalf("containerd exited: %s", c.logTail())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd's CRI does not answer after 60s: %s", c.logTail())
-		}
+	if !Eventually(60*time.Second, 100*time.Millisecond, func() bool {
+		_, err = c.CrictlErr("version")
+		return err == nil || exited(c.done)
+	}) {
+		t.Fatalf("containerd's CRI does not answer after 60s: %s", c.logTail())
+	}
+	if err != nil {
+		t.Fatalf("containerd exited: %s", c.logTail())
+	}
+}
+
+// exited reports whether done is closed.
+func exited(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -624,13 +630,7 @@ func (c *CRI) stop(t testing.TB) {
 		c.pods[i].Remove(t)
 	}
 	if c.daemon != nil && c.daemon.Process != nil {
-		_ = c.daemon.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(30 * time.Second):
-			_ = c.daemon.Process.Kill()
-			<-c.done
-		}
+		stopDaemon(c.daemon.Process, c.done)
 	}
 	// A shim outlives its containerd while its containers run; ours are
 	// those that name our socket.
@@ -706,14 +706,18 @@ func removeCgroup(path string) {
 		return
 	}
 	for _, h := range cgroupHierarchies() {
-		d := filepath.Join(h, path)
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			err := os.Remove(d)
-			if err == nil || os.IsNotExist(err) || time.Now().After(deadline) {
-				break
-			}
-		}
+		removeCgroupDir(filepath.Join(h, path))
 	}
+}
+
+// removeCgroupDir removes a cgroup's directory, trying for 5 seconds:
+// the kernel takes a moment to let go of a cgroup whose last process
+// has exited.
+func removeCgroupDir(dir string) {
+	Eventually(5*time.Second, 20*time.Millisecond, func() bool {
+		err := os.Remove(dir)
+		return err == nil || os.IsNotExist(err)
+	})
 }
 
 // cgroupParents records the directories above pods' cgroups

@@ -447,19 +447,23 @@ func RunDaemonSet(t testing.TB, c *CRI) *DaemonSetPod {
 	}
 	d.Ready = fmt.Sprintf("http://%s:%d%s", c.InspectPod(t, p.ID).Status.Network.IP, spec.ReadinessPort, spec.ReadinessPath)
 	client := http.Client{Timeout: 2 * time.Second}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		resp, err := client.Get(d.Ready)
-		if err == nil {
+	state := ""
+	if !Eventually(60*time.Second, 100*time.Millisecond, func() bool {
+		var resp *http.Response
+		if resp, err = client.Get(d.Ready); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return d
+				return true
 			}
+			err = errors.New(resp.Status)
 		}
-		if s := c.Inspect(t, id).Status.State; s != "CONTAINER_RUNNING" || time.Now().After(deadline) {
-			log, _ := os.ReadFile(d.LogPath)
-			t.Fatalf("the DaemonSet's pod is %s, not ready after 60s (%s: %v): its log: %s", s, d.Ready, err, tail(string(log), 20))
-		}
+		state = c.Inspect(t, id).Status.State
+		return state != "CONTAINER_RUNNING"
+	}) || err != nil {
+		log, _ := os.ReadFile(d.LogPath)
+		t.Fatalf("the DaemonSet's pod is %s, not ready after 60s (%s: %v): its log: %s", state, d.Ready, err, tail(string(log), 20))
 	}
+	return d
 }
 
 // Stop stops the container as the kubelet does, SIGTERM and the grace

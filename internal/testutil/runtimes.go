@@ -335,23 +335,15 @@ func ensure(t testing.TB, name string, up func() bool) {
 // serves as well.
 func waitUp(t testing.TB, d *daemon, up func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !up() {
-		select {
-		case <-d.done:
-			if up() {
-				return
-			}
-			log, _ := os.ReadFile(d.log)
-			t.Fatalf("%s exited: %s", d.name, tail(string(log), 20))
-		default:
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(d.log)
-			t.Fatalf("%s does not answer after 90s: %s", d.name, tail(string(log), 20))
-		}
-		time.Sleep(100 * time.Millisecond)
+	Eventually(90*time.Second, 100*time.Millisecond, func() bool { return up() || exited(d.done) })
+	if up() {
+		return
 	}
+	log, _ := os.ReadFile(d.log)
+	if exited(d.done) {
+		t.Fatalf("%s exited: %s", d.name, tail(string(log), 20))
+	}
+	t.Fatalf("%s does not answer after 90s: %s", d.name, tail(string(log), 20))
 }
 
 func tail(s string, n int) string {
@@ -369,16 +361,22 @@ func StopDaemons() {
 	defer daemonsMu.Unlock()
 	for i := len(started) - 1; i >= 0; i-- {
 		d := started[i]
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
+		stopDaemon(d.cmd.Process, d.done)
 		os.Remove(d.log)
 	}
 	started = nil
+}
+
+// stopDaemon ends a daemon the tests started: SIGTERM, then SIGKILL if
+// it has not exited (done) within 30 seconds.
+func stopDaemon(p *os.Process, done <-chan struct{}) {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = p.Kill()
+		<-done
+	}
 }
 
 // DaemonGone turns a runtime command's failure into a hint when the

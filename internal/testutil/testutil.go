@@ -36,6 +36,17 @@ func RequirePrivileged(t testing.TB) {
 	}
 }
 
+// Eventually reports whether cond comes to hold within timeout, asked
+// at once and then every interval.
+func Eventually(timeout, every time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(every) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 // Collector reads events from a live probe in the background.
 type Collector struct {
 	p    *probe.Probe
@@ -218,22 +229,18 @@ func ours(pid int) bool {
 // the same time, load programs of their own.
 func WaitProgramsGone(t testing.TB, before map[ebpf.ProgramID]string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var left map[ebpf.ProgramID]string
+	if !Eventually(5*time.Second, 50*time.Millisecond, func() bool {
 		others := heldPrograms(func(pid int) bool { return !ours(pid) })
-		left := map[ebpf.ProgramID]string{}
+		left = map[ebpf.ProgramID]string{}
 		for id, name := range LoadedPrograms() {
 			if _, old := before[id]; !old && !others[id] {
 				left[id] = name
 			}
 		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("programs left in the kernel: %v", left)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return len(left) == 0
+	}) {
+		t.Fatalf("programs left in the kernel: %v", left)
 	}
 }
 
