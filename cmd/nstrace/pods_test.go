@@ -254,7 +254,8 @@ func testPodAttribution(t *testing.T, c *testutil.CRI) {
 // `--container NAMESPACE/POD` shows the pod's containers and nothing else,
 // a container started in it later included; `--container POD/CONTAINER`
 // one of them; a POD/CONTAINER two namespaces' pods answer to is an
-// error naming both.
+// error naming both containers, and a POD an error naming both pods
+// NAMESPACE/POD.
 func testPodScope(t *testing.T, c *testutil.CRI) {
 	mark := strconv.Itoa(rand.IntN(1_000_000))
 	name := "web-" + mark
@@ -270,6 +271,11 @@ func testPodScope(t *testing.T, c *testutil.CRI) {
 	if code := mainExit([]string{"-e", "exec", "--container", name + "/app"}, io.Discard, &stderr); code != 1 ||
 		!strings.Contains(stderr.String(), "ambiguous") || !strings.Contains(stderr.String(), aApp) || !strings.Contains(stderr.String(), bApp) {
 		t.Errorf("--container %s/app, two pods' containers: exit %d, %q", name, code, stderr.String())
+	}
+	stderr.Reset()
+	if code := mainExit([]string{"-e", "exec", "--container", name}, io.Discard, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), "ambiguous") || !strings.Contains(stderr.String(), "a-"+mark+"/"+name) || !strings.Contains(stderr.String(), "b-"+mark+"/"+name) {
+		t.Errorf("--container %s, pods of two namespaces: exit %d, %q", name, code, stderr.String())
 	}
 
 	late := a.Start(t, testutil.NewContainer("late", "sh", "-c", "exec sleep 3600", "late-"+mark))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,6 +284,66 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 	again := h.container(filepath.Join(run, "runc"), "quick2", "quick", nil)
 	if again.ID == cg.ID {
 		t.Skip("the file system reused the inode") // tmpfs may; cgroupfs never does
+	}
+}
+
+// podContainer writes the runc state of a pod's container (or sandbox,
+// with no name) as containerd's CRI leaves it, in the pod's cgroup, and
+// returns its cgroup.
+func (h *fakeHost) podContainer(podNS, podName, uid, cid, name string) Cgroup {
+	h.t.Helper()
+	podDir := "kubepods/besteffort/pod" + uid
+	cgDir := filepath.Join(h.roots.Cgroup2, podDir, cid)
+	if err := os.MkdirAll(cgDir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	typ := "sandbox"
+	labels := []string{"io.kubernetes.cri.sandbox-name=" + podName, "io.kubernetes.cri.sandbox-namespace=" + podNS,
+		"io.kubernetes.cri.sandbox-uid=" + uid, "bundle=/nonexistent/" + cid}
+	if name != "" {
+		typ = "container"
+		labels = append(labels, "io.kubernetes.cri.container-name="+name, "io.kubernetes.cri.image-name=busybox")
+	}
+	h.write(filepath.Join(filepath.Dir(h.roots.Runc[0]), "containerd", "runc", "k8s.io", cid, "state.json"), map[string]any{
+		"id": cid, "init_process_pid": 4242, "cgroup_paths": map[string]string{"": cgDir},
+		"config": map[string]any{"labels": append(labels, "io.kubernetes.cri.container-type="+typ)},
+	})
+	return CgroupOfPath(h.roots.Cgroup2, "/"+podDir+"/"+cid)
+}
+
+// Pods of one name in two namespaces: the bare name is ambiguous, and
+// the error names each as NAMESPACE/POD; NAMESPACE/POD is one of them.
+func TestRegistryPodsOfOneName(t *testing.T) {
+	h := newFakeHost(t)
+	other := "1" + pod[1:]
+	h.podContainer("shop", "web", pod, "5"+id[1:], "")
+	h.podContainer("shop", "web", pod, "6"+id[1:], "app")
+	h.podContainer("test", "web", other, "7"+id[1:], "")
+	h.podContainer("test", "web", other, "8"+id[1:], "app")
+	h.podContainer("test", "db", "2"+pod[1:], "9"+id[1:], "app")
+	r := NewRegistry(h.roots, false)
+	defer r.Close()
+
+	if found, err := r.Find("web"); err == nil || err.Error() != `container "web" is ambiguous: pods shop/web, test/web` {
+		t.Errorf("--container web: %v %v", found, err)
+	}
+	if found, err := r.Find("web/app"); err == nil || !strings.Contains(err.Error(), "6"+id[1:]) || !strings.Contains(err.Error(), "8"+id[1:]) {
+		t.Errorf("--container web/app: %v %v", found, err)
+	}
+	found, err := r.Find("shop/web")
+	if err != nil || len(found) != 2 {
+		t.Errorf("--container shop/web: %v %v", found, err)
+	}
+	for _, c := range found {
+		if c.Pod.Namespace != "shop" {
+			t.Errorf("--container shop/web matches %+v", c.Pod)
+		}
+	}
+	if found, err := r.Find("db"); err != nil || len(found) != 1 {
+		t.Errorf("--container db, one pod: %v %v", found, err)
+	}
+	if keys, err := r.KernelCgroups("shop/web"); err != nil || len(keys) != 1 || keys[0] != (CgroupKey{ID: inode(filepath.Join(h.roots.Cgroup2, "kubepods/besteffort/pod"+pod))}) {
+		t.Errorf("--container shop/web: cgroups %v %v", keys, err)
 	}
 }
 

@@ -29,25 +29,37 @@ func Match(c *Info, ref string) bool {
 
 // Find lists the running containers ref names, by cgroup. None is no
 // error: the container may not have started yet. Two different
-// containers for one name are.
+// containers for one name are, and so are pods of one name (POD) in two
+// namespaces: the error names them NAMESPACE/POD.
 func (r *Registry) Find(ref string) (map[CgroupKey]Info, error) {
 	found := map[CgroupKey]Info{}
-	ids := map[string]bool{}
+	ids, pods := map[string]bool{}, map[string]bool{}
 	for cg, c := range r.Containers() {
 		if Match(&c, ref) {
 			found[cg] = c
 			ids[c.ID] = true
+			if c.Pod != nil {
+				pods[c.Pod.Namespace+"/"+c.Pod.Name] = true
+			}
 		}
 	}
-	if len(ids) > 1 && !isPodRef(found, ref) {
-		var list []string
-		for id := range ids {
-			list = append(list, id)
-		}
-		sort.Strings(list)
-		return nil, fmt.Errorf("container %q is ambiguous: %s", ref, strings.Join(list, ", "))
+	switch {
+	case len(ids) > 1 && !isPodRef(found, ref):
+		return nil, fmt.Errorf("container %q is ambiguous: %s", ref, sorted(ids))
+	case len(pods) > 1 && !strings.Contains(ref, "/"):
+		return nil, fmt.Errorf("container %q is ambiguous: pods %s", ref, sorted(pods))
 	}
 	return found, nil
+}
+
+// sorted lists a set's members, sorted, with commas.
+func sorted(set map[string]bool) string {
+	list := make([]string, 0, len(set))
+	for s := range set {
+		list = append(list, s)
+	}
+	sort.Strings(list)
+	return strings.Join(list, ", ")
 }
 
 // isPodRef: a pod's name stands for all its containers.
