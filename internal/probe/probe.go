@@ -205,6 +205,8 @@ type Probe struct {
 	hooksNote string
 	exitProg  string
 	fence     uint64
+	// cgroupFiltered: the kernel side filters on the cgroup filter's map.
+	cgroupFiltered bool
 }
 
 // BTFPath is where the running kernel exposes its type information.
@@ -466,6 +468,7 @@ func open(opts Options, hooks Hooks, note string) (_ *Probe, err error) {
 			return nil, fmt.Errorf("setting the cgroup filter: %w", err)
 		}
 	}
+	p.cgroupFiltered = len(opts.Filter.cgroupKeys()) > 0
 	p.dec.forget = p.forgetCgroups
 	p.dec.cgroupV1 = opts.CgroupV1
 	p.ring, err = newRing(p.maps.events.FD(), int(p.maps.events.MaxEntries()))
@@ -786,6 +789,27 @@ func (p *Probe) Track(pid uint32) error {
 	}
 	if err := p.maps.traced.Update(pid, uint8(1), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("tracing pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// FilterCgroup adds a cgroup (a v2 id, or with v1 an id in the v1
+// hierarchy of Options.CgroupV1) to a cgroup filter the probe was opened
+// with (Filter.Cgroups, CgroupsV1): its processes, and those below it,
+// are reported from now on.
+func (p *Probe) FilterCgroup(id uint64, v1 bool) error {
+	if !p.cgroupFiltered {
+		return errors.New("adding a cgroup to the filter: the probe filters on no cgroup")
+	}
+	key := id
+	if v1 {
+		key |= cgroupV1Key
+	}
+	if err := p.maps.cgroupFilter.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+		if errors.Is(err, unix.E2BIG) {
+			err = fmt.Errorf("the filter holds %d cgroups, its most", p.maps.cgroupFilter.MaxEntries())
+		}
+		return fmt.Errorf("adding cgroup %d to the filter: %w", id, err)
 	}
 	return nil
 }

@@ -731,6 +731,62 @@ func TestPrivilegedNSFilterInKernel(t *testing.T) {
 	c.Wait(t, 1, wait, func(e *event.Event) bool { return e.Kind == event.Setns && e.TargetNS == net })
 }
 
+// A cgroup added to the kernel's cgroup filter while the probe runs:
+// its processes are reported from then on, a cgroup's never added
+// never; a probe with no cgroup filter takes none.
+func TestPrivilegedCgroupFilterAdded(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h := procfs.FindHierarchies("/proc/self/mountinfo", probe.CgroupV1Controllers)
+	root, v1, controller := h.V2, false, ""
+	if root == "" { // cgroup v1 alone
+		h = testutil.CgroupV1(t)
+		root, v1, controller = h.V1, true, h.Controller
+	}
+	m := marker()
+	dirs := map[string]string{}
+	for _, name := range []string{"first", "later", "never"} {
+		dirs[name] = testutil.CgroupDir(t, root, "nstrace-test-"+m+"-"+name)
+	}
+	ids := func(name string) []uint64 { return []uint64{inode(t, dirs[name])} }
+	f := probe.Filter{Cgroups: ids("first")}
+	if v1 {
+		f = probe.Filter{CgroupsV1: ids("first")}
+	}
+	c := testutil.CollectWith(t, probe.Options{Kinds: event.KindSet(0).Add(event.Exec), CgroupV1: controller, Filter: f})
+	in := func(name, arg string) {
+		run(t, "sh", "-c", fmt.Sprintf("echo $$ >%s/cgroup.procs && exec /bin/true %s %s", dirs[name], arg, m))
+	}
+	in("later", "before")
+	in("first", "first")
+	c.Wait(t, 1, wait, isExec("/bin/true", "first", m))
+	if err := c.Probe().FilterCgroup(ids("later")[0], v1); err != nil {
+		t.Fatal(err)
+	}
+	in("later", "after")
+	in("never", "never")
+	c.Wait(t, 1, wait, isExec("/bin/true", "after", m))
+	c.Settle()
+	for _, e := range c.Events() {
+		if hasArg(e, "before") || hasArg(e, "never") {
+			t.Errorf("the cgroup filter let through %q in cgroup %d", e.Args, e.CgroupID)
+		}
+	}
+	// The filter's table holds 256 cgroups: two in it, 254 more fit, the
+	// next is a clear error.
+	var err error
+	n := 0
+	for ; err == nil && n < 1000; n++ {
+		err = c.Probe().FilterCgroup(1<<40+uint64(n), v1)
+	}
+	if err == nil || !strings.Contains(err.Error(), "the filter holds 256 cgroups, its most") || n != 255 {
+		t.Errorf("adding cgroups past the filter's size: %v after %d", err, n)
+	}
+	unfiltered := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+	if err := unfiltered.Probe().FilterCgroup(ids("later")[0], v1); err == nil {
+		t.Error("a probe with no cgroup filter took a cgroup")
+	}
+}
+
 func TestPrivilegedPIDFilterInKernel(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	for _, follow := range []bool{true, false} {
