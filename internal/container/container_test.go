@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -421,5 +423,52 @@ func TestRegistryPods(t *testing.T) {
 	lateID := "7" + id[1:]
 	if c := r.Lookup(container(lateID, "container", "late")); c == nil || c.ID != lateID || c.Pod == nil || c.Pod.Container != "late" {
 		t.Errorf("a pod's container started after the scan: %+v", c)
+	}
+}
+
+// OnContainer is told of the containers known, then of each the watch
+// learns, with the cgroup the kernel filters on for it: a pod's
+// container's pod's, another container's own.
+func TestRegistryOnContainer(t *testing.T) {
+	h := newFakeHost(t)
+	run := filepath.Dir(h.roots.Runc[0])
+	plain := h.container(filepath.Join(run, "runc"), "mybox", "mybox", nil)
+	h.podContainer("shop", "web", pod, "5"+id[1:], "")
+	r := NewRegistry(h.roots, true)
+	defer r.Close()
+	type told struct {
+		id string
+		cg CgroupKey
+	}
+	var mu sync.Mutex
+	var got []told
+	r.OnContainer(func(c Info, cg CgroupKey) {
+		mu.Lock()
+		got = append(got, told{c.ID, cg})
+		mu.Unlock()
+	})
+	other := "1" + pod[1:]
+	h.podContainer("shop", "web", other, "6"+id[1:], "") // the pod, made again
+	h.podContainer("shop", "web", other, "7"+id[1:], "app")
+	podCgroup := func(uid string) CgroupKey {
+		return CgroupKey{ID: inode(filepath.Join(h.roots.Cgroup2, "kubepods/besteffort/pod"+uid))}
+	}
+	want := []told{{"mybox", plain.Key()}, {"5" + id[1:], podCgroup(pod)}, {"6" + id[1:], podCgroup(other)}, {"7" + id[1:], podCgroup(other)}}
+	seen := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(5 * time.Second); !seen() && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	}
+	if !seen() {
+		mu.Lock()
+		t.Errorf("told %v, want %v", got, want)
+		mu.Unlock()
 	}
 }

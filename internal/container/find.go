@@ -86,10 +86,7 @@ func (r *Registry) KernelCgroups(ref string) ([]CgroupKey, error) {
 	defer r.mu.Unlock()
 	set := map[CgroupKey]bool{}
 	for cg := range found {
-		if pod, ok := r.pods[cg]; ok {
-			cg = pod
-		}
-		set[cg] = true
+		set[r.kernelCgroupLocked(cg)] = true
 	}
 	keys := make([]CgroupKey, 0, len(set))
 	for cg := range set {

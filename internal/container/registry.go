@@ -32,6 +32,17 @@ type Registry struct {
 	seenState map[string]bool         // state.json files read
 	created   map[string]bool         // container directories the watch saw made
 	watch     *watcher
+	// onLearn is OnContainer's function, and learned what it is to be
+	// told once the lock is released.
+	onLearn func(Info, CgroupKey)
+	learned []learnedCgroup
+}
+
+// learnedCgroup is a container learned from the runtimes' state, with a
+// cgroup the kernel filters on for it.
+type learnedCgroup struct {
+	info   Info
+	kernel CgroupKey
 }
 
 const (
@@ -58,8 +69,43 @@ func NewRegistry(roots Roots, watch bool) *Registry {
 	}
 	r.mu.Lock()
 	r.scanLocked()
-	r.mu.Unlock()
+	r.unlock()
 	return r
+}
+
+// OnContainer calls f with each container the registry knows now and,
+// from then on, each it learns of from the runtimes' state, once per
+// cgroup the kernel filters on for it (KernelCgroups's: its pod's for a
+// pod's container, else its own; one per hierarchy). f is called with
+// the registry unlocked, from the watch's goroutine or a lookup's, and
+// may see a container more than once.
+func (r *Registry) OnContainer(f func(c Info, kernel CgroupKey)) {
+	r.mu.Lock()
+	r.onLearn = f
+	for cg, c := range r.index {
+		r.learned = append(r.learned, learnedCgroup{*c, r.kernelCgroupLocked(cg)})
+	}
+	r.unlock()
+}
+
+// unlock releases the registry's lock, then tells OnContainer's function
+// of the containers learned meanwhile.
+func (r *Registry) unlock() {
+	learned, f := r.learned, r.onLearn
+	r.learned = nil
+	r.mu.Unlock()
+	for _, l := range learned {
+		f(l.info, l.kernel)
+	}
+}
+
+// kernelCgroupLocked is the cgroup the kernel filters on for a
+// container's cgroup cg: its pod's, for a pod's container.
+func (r *Registry) kernelCgroupLocked(cg CgroupKey) CgroupKey {
+	if pod, ok := r.pods[cg]; ok {
+		return pod
+	}
+	return cg
 }
 
 // Close stops following the runtimes' state.
@@ -87,7 +133,7 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 		return nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	key := cg.Key()
 	if cg.ID != 0 {
 		if c, ok := r.byCgroup[key]; ok {
@@ -238,6 +284,9 @@ func (r *Registry) readStateLocked(path string) {
 		if c.Pod != nil && cg.parent != 0 {
 			r.pods[cg.Key()] = CgroupKey{cg.parent, cg.V1}
 		}
+		if r.onLearn != nil {
+			r.learned = append(r.learned, learnedCgroup{c, r.kernelCgroupLocked(cg.Key())})
+		}
 	}
 	r.byID[c.ID] = &c
 }
@@ -246,7 +295,7 @@ func (r *Registry) readStateLocked(path string) {
 // container on cgroup v1 and v2 at once has both.
 func (r *Registry) Containers() map[CgroupKey]Info {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	r.scanLocked()
 	out := make(map[CgroupKey]Info, len(r.index))
 	for id, c := range r.index {
@@ -326,7 +375,7 @@ func (w *watcher) run(r *Registry) {
 		ch := w.drain()
 		r.mu.Lock()
 		r.applyLocked(ch)
-		r.mu.Unlock()
+		r.unlock()
 	}
 }
 
