@@ -26,6 +26,7 @@ func TestPrivilegedPods(t *testing.T) {
 	t.Run("attribution", func(t *testing.T) { testPodAttribution(t, c) })
 	t.Run("scope", func(t *testing.T) { testPodScope(t, c) })
 	t.Run("before-start", func(t *testing.T) { testPodBeforeStart(t, c) })
+	t.Run("recreated", func(t *testing.T) { testPodRecreated(t, c) })
 	t.Run("churn", func(t *testing.T) { testPodChurn(t, c) })
 }
 
@@ -324,6 +325,49 @@ func testPodBeforeStart(t *testing.T, c *testutil.CRI) {
 		}
 		if err := who.attributed(l); err != nil {
 			t.Errorf("--container %s/%s before its start shows %q: %v", cfg.Metadata.Namespace, cfg.Metadata.Name, args(l), err)
+		}
+	}
+}
+
+// `--container NAMESPACE/POD` given while the pod runs, so that the
+// kernel filters on its cgroup, follows the pod by that name: deleted and
+// made again with a new uid (a StatefulSet's pod), in a new cgroup, its
+// containers' execs are shown, and a pod of that name in another
+// namespace's still are not.
+func testPodRecreated(t *testing.T, c *testutil.CRI) {
+	mark := strconv.Itoa(rand.IntN(1_000_000))
+	first := testutil.NewPod("db-0", "nstrace-"+mark)
+	ref := first.Metadata.Namespace + "/" + first.Metadata.Name
+	p := c.RunPod(t, first)
+	id := p.Start(t, testutil.NewContainer("app", "sleep", "3600"))
+	other := c.RunPod(t, testutil.NewPod("db-0", "other-"+mark))
+	otherID := other.Start(t, testutil.NewContainer("app", "sleep", "3600"))
+	g := startFeed(t, "--json", "-e", "exec", "--container", ref)
+
+	c.ExecSync(t, id, "/bin/true", "first-"+mark)
+	want := map[string]podFacts{id: containerFacts(t, c, p, id)}
+	lines := g.until(t, execOf("/bin/true first-"+mark))
+	p.Remove(t)
+
+	again := testutil.NewPod("db-0", first.Metadata.Namespace)
+	q := c.RunPod(t, again)
+	id = q.Start(t, testutil.NewContainer("app", "sleep", "3600"))
+	c.ExecSync(t, otherID, "/bin/true", "other-"+mark)
+	c.ExecSync(t, id, "/bin/true", "again-"+mark)
+	want[id] = containerFacts(t, c, q, id)
+	want[q.ID] = sandboxFacts(t, c, q)
+	if again.Metadata.UID == first.Metadata.UID || again.Linux.CgroupParent == first.Linux.CgroupParent {
+		t.Fatalf("the pod made again has uid %s and cgroup %s, as the first", again.Metadata.UID, again.Linux.CgroupParent)
+	}
+	lines = append(lines, g.until(t, execOf("sleep 3600"), execOf("/bin/true again-"+mark))...)
+	for _, l := range stopFeed(t, g, lines) {
+		who, ok := want[fmt.Sprint(containerOf(l)["id"])]
+		if !ok {
+			t.Errorf("--container %s shows %q of %v", ref, args(l), containerOf(l))
+			continue
+		}
+		if err := who.attributed(l); err != nil {
+			t.Errorf("--container %s shows %q: %v", ref, args(l), err)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/event"
@@ -189,6 +190,66 @@ func (s *Scope) KernelFilter(procRoot string, host ns.Set, containers *container
 		f.Namespaces = append(f.Namespaces, probe.NSRef{Inode: ino, Types: m})
 	}
 	return f, nil
+}
+
+// Follower keeps the kernel's cgroup filter, when KernelFilter set one
+// for --container, up to date with the containers that come to answer
+// to a reference later: a pod deleted and made again under its name (a
+// StatefulSet's, with a new uid and cgroup), a container run again under
+// its name. Its Learn is for container.Registry.OnContainer.
+type Follower struct {
+	refs   []string
+	add    func(id uint64, v1 bool) error
+	failed func(error)
+
+	mu       sync.Mutex
+	added    map[container.CgroupKey]bool
+	stopped  bool
+	reported bool
+}
+
+// CgroupFollower returns the Follower of the scope's --container
+// references: add
+// puts a cgroup in the kernel's filter (probe.Probe.FilterCgroup), and
+// failed is told of its first error.
+func (s *Scope) CgroupFollower(add func(id uint64, v1 bool) error, failed func(error)) *Follower {
+	return &Follower{refs: s.Containers, add: add, failed: failed, added: map[container.CgroupKey]bool{}}
+}
+
+// Learn adds the cgroup the kernel filters on for c to its filter, if a
+// reference names c.
+func (f *Follower) Learn(c container.Info, cg container.CgroupKey) {
+	ref := ""
+	for _, r := range f.refs {
+		if container.Match(&c, r) {
+			ref = r
+			break
+		}
+	}
+	if ref == "" {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped || f.added[cg] {
+		return
+	}
+	if err := f.add(cg.ID, cg.V1); err != nil {
+		if !f.reported {
+			f.reported = true
+			f.failed(fmt.Errorf("--container %s: %s: %w", ref, c.Short(), err))
+		}
+		return
+	}
+	f.added[cg] = true
+}
+
+// Stop makes Learn do nothing from now on: once it returns, add is not
+// called again.
+func (f *Follower) Stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
 }
 
 // UserFilter is what the kernel does not filter: cheap checks on events

@@ -3,10 +3,13 @@
 package scope
 
 import (
+	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/nstrace/nstrace/internal/container"
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/procfs"
@@ -104,5 +107,54 @@ func TestKernelFilter(t *testing.T) {
 	}
 	if _, err := (&Scope{PIDs: []uint32{MaxPID}}).KernelFilter(procfs.Root, host, nil); err == nil || !strings.Contains(err.Error(), "no such process") {
 		t.Errorf("a missing --pid: %v", err)
+	}
+}
+
+// The follower adds to the kernel's filter, once each, the cgroups of the
+// containers a reference names (a pod made again under its name, a
+// container run again under its name), none other's; its first failure
+// is told; once stopped, it adds nothing.
+func TestCgroupFollower(t *testing.T) {
+	type added struct {
+		id uint64
+		v1 bool
+	}
+	var got []added
+	full := false
+	var failures []error
+	s := Scope{Containers: []string{"shop/web", "db"}}
+	f := s.CgroupFollower(func(id uint64, v1 bool) error {
+		if full {
+			return errors.New("full")
+		}
+		got = append(got, added{id, v1})
+		return nil
+	}, func(err error) { failures = append(failures, err) })
+
+	web := func(uid string) container.Info {
+		return container.Info{ID: uid + "c", Runtime: "containerd", Pod: &event.Pod{Name: "web", Namespace: "shop", UID: uid, Container: "app"}}
+	}
+	f.Learn(web("1"), container.CgroupKey{ID: 10})
+	f.Learn(web("1"), container.CgroupKey{ID: 10}) // its state read again
+	f.Learn(web("2"), container.CgroupKey{ID: 20}) // made again
+	f.Learn(web("2"), container.CgroupKey{ID: 21, V1: true})
+	f.Learn(container.Info{ID: "x", Name: "db", Runtime: "docker"}, container.CgroupKey{ID: 30})
+	f.Learn(container.Info{ID: "y", Runtime: "containerd", Pod: &event.Pod{Name: "web", Namespace: "test", Container: "app"}}, container.CgroupKey{ID: 40})
+	f.Learn(container.Info{ID: "z", Name: "api", Runtime: "docker"}, container.CgroupKey{ID: 50})
+	if want := []added{{10, false}, {20, false}, {21, true}, {30, false}}; !slices.Equal(got, want) {
+		t.Errorf("added %v, want %v", got, want)
+	}
+
+	full = true
+	f.Learn(web("3"), container.CgroupKey{ID: 60})
+	f.Learn(web("4"), container.CgroupKey{ID: 70})
+	if len(failures) != 1 || !strings.Contains(failures[0].Error(), "--container shop/web: web/app: full") {
+		t.Errorf("failures %v, want the first one", failures)
+	}
+	full = false
+	f.Stop()
+	f.Learn(web("5"), container.CgroupKey{ID: 80})
+	if len(got) != 4 {
+		t.Errorf("stopped, it added %v", got[4:])
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -93,6 +94,9 @@ type Session struct {
 	cfg    Config
 	stdout io.Writer
 	stderr io.Writer
+	// stderrMu keeps the summary whole: a warning may come from another
+	// goroutine.
+	stderrMu sync.Mutex
 
 	probe      *probe.Probe
 	host       ns.Set
@@ -172,6 +176,17 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 		hooks, why := s.probe.Hooks()
 		fmt.Fprintf(stderr, "nstrace: namespace system calls: %s (%s); exits: %s\n", hooks, why, s.probe.ExitHook())
 		fmt.Fprintf(stderr, "nstrace: container identity: %s\n", identitySource(s.hier))
+	}
+	if len(filter.Cgroups) > 0 || len(filter.CgroupsV1) > 0 {
+		// The kernel filters on the cgroups of the containers --container
+		// names now; those that come to answer to it later join them.
+		f := cfg.Scope.CgroupFollower(s.probe.FilterCgroup, func(err error) {
+			s.stderrMu.Lock()
+			defer s.stderrMu.Unlock()
+			fmt.Fprintf(s.stderr, "nstrace: %v\n", err)
+		})
+		s.containers.OnContainer(f.Learn)
+		s.closers = append(s.closers, f.Stop)
 	}
 
 	if cfg.Stats {
@@ -514,6 +529,8 @@ func (s *Session) end() (int, error) {
 }
 
 func (s *Session) report() {
+	s.stderrMu.Lock()
+	defer s.stderrMu.Unlock()
 	s.stats.write(s.stderr)
 	losses, _ := s.probe.Losses()
 	fmt.Fprintf(s.stderr, "nstrace: %d events, %d lost", s.seen, losses.Total())
