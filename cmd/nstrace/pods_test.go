@@ -278,6 +278,7 @@ func testPodScope(t *testing.T, c *testutil.CRI) {
 		!strings.Contains(stderr.String(), "ambiguous") || !strings.Contains(stderr.String(), "a-"+mark+"/"+name) || !strings.Contains(stderr.String(), "b-"+mark+"/"+name) {
 		t.Errorf("--container %s, pods of two namespaces: exit %d, %q", name, code, stderr.String())
 	}
+	t.Logf("--container %s: %s", name, strings.TrimSpace(stderr.String()))
 
 	late := a.Start(t, testutil.NewContainer("late", "sh", "-c", "exec sleep 3600", "late-"+mark))
 	for _, id := range []string{aApp, aSide, bApp, late} {
@@ -360,6 +361,9 @@ func testPodRecreated(t *testing.T, c *testutil.CRI) {
 		t.Fatalf("the pod made again has uid %s and cgroup %s, as the first", again.Metadata.UID, again.Linux.CgroupParent)
 	}
 	lines = append(lines, g.until(t, execOf("sleep 3600"), execOf("/bin/true again-"+mark))...)
+	if l := lines[len(lines)-1]; args(l) == "/bin/true again-"+mark {
+		t.Logf("--container %s, the pod made again: %q in %v", ref, args(l), containerOf(l))
+	}
 	for _, l := range stopFeed(t, g, lines) {
 		who, ok := want[fmt.Sprint(containerOf(l)["id"])]
 		if !ok {
