@@ -358,6 +358,35 @@ func TestPrivilegedContainerNamedBeforeStart(t *testing.T) {
 	t.Run("docker", testNamedBeforeStart)
 }
 
+// `--container web` given while web runs, so that the kernel filters on
+// its cgroup, follows the name: web removed and run again (a new id, a
+// new cgroup), the new container's execs are in the feed.
+func TestPrivilegedContainerRunAgain(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	t.Run("docker", testRunAgain)
+}
+
+func testRunAgain(t *testing.T) {
+	e := engineFor(t, "docker")
+	image := e.setup(t)
+	mark := fmt.Sprintf("%d", rand.IntN(1_000_000))
+	name := "nstrace-again-" + mark
+	t.Cleanup(func() { e.remove(name) })
+	first := e.run(t, image, name, nil, "sh", "-c", "sleep 3600", "first"+mark)
+	g := startFeed(t, "--json", "-e", "exec", "--container", name)
+	e.exec(t, name, "/bin/true", "first-"+mark)
+	lines := g.until(t, execOf("/bin/true first-"+mark))
+	e.remove(name)
+	again := e.run(t, image, name, nil, "sh", "-c", "sleep 3600", "again"+mark)
+	e.exec(t, name, "/bin/true", "again-"+mark)
+	lines = append(lines, g.until(t, execOf("sh -c sleep 3600 again"+mark), execOf("/bin/true again-"+mark))...)
+	for _, l := range stopFeed(t, g, lines) {
+		if c := containerOf(l); c == nil || c["name"] != name || c["id"] != first && c["id"] != again {
+			t.Errorf("--container %s shows %q of %v", name, args(l), c)
+		}
+	}
+}
+
 func testNamedBeforeStart(t *testing.T) {
 	e := engineFor(t, "docker")
 	image := e.setup(t)
