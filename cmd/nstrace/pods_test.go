@@ -161,7 +161,7 @@ func (h *humanFeed) lines(t *testing.T) []map[string]string {
 // the sandbox (pause) is marked as the pod's sandbox; the containers'
 // namespaces are the kernel's, net, ipc and uts the sandbox's; the
 // human view names them POD/CONTAINER and POD/(sandbox); `nstrace ns`
-// names the pod's shared network namespace after its sandbox.
+// lists the pod's three in its shared network namespace.
 func testPodAttribution(t *testing.T, c *testutil.CRI) {
 	mark := strconv.Itoa(rand.IntN(1_000_000))
 	appSleep, sideSleep := strconv.Itoa(1_000_000+rand.IntN(1_000_000)), strconv.Itoa(2_000_000+rand.IntN(1_000_000))
@@ -244,10 +244,22 @@ func testPodAttribution(t *testing.T, c *testutil.CRI) {
 		}
 	}
 
-	// The pod's shared network namespace, in `nstrace ns`: its sandbox's,
-	// with the pod's three processes.
+	// The pod's shared network namespace, in `nstrace ns`: the pod's
+	// three processes in it, its sandbox and both containers among its
+	// containers, and named after its lowest pid's container (the
+	// sandbox's, but where pids wrapped around between them).
 	r := row(nsJSON(t), "net", sandbox.ns["net"])
-	if r == nil || r["nprocs"].(float64) < 3 || sandbox.attributed(map[string]any{"container": containerOf(r)}) != nil {
+	if r == nil {
+		t.Fatalf("nstrace ns: no net namespace %d", sandbox.ns["net"])
+	}
+	held := map[any]bool{}
+	hs, _ := r["containers"].([]any)
+	for _, h := range hs {
+		held[containerOf(map[string]any{"container": h})["id"]] = true
+	}
+	lowest, ok := map[string]podFacts{sandbox.pid: sandbox, app.pid: app, side.pid: side}[fmt.Sprint(r["pid"])]
+	if r["nprocs"].(float64) < 3 || !held[sandbox.id] || !held[app.id] || !held[side.id] ||
+		!ok || lowest.attributed(map[string]any{"container": containerOf(r)}) != nil {
 		t.Errorf("nstrace ns: the pod's net namespace %d: %v", sandbox.ns["net"], r)
 	}
 }
