@@ -47,8 +47,11 @@ func TestPrivilegedContainerCgroupV1(t *testing.T) {
 	})
 }
 
-// runcWithoutCgroup2 is a command that runs runc in a mount namespace of
-// its own with a tmpfs over each cgroup v2 mount, deepest first.
+// runcWithoutCgroup2 is a command that runs runc in the cgroup v2 root
+// (where a container of runc on v1 stays; the test may run in a v2
+// cgroup of its own, a systemd session's or service's), in a mount
+// namespace of its own with a tmpfs over each cgroup v2 mount, deepest
+// first.
 func runcWithoutCgroup2(t *testing.T) []string {
 	t.Helper()
 	ms, err := procfs.Mounts("/proc/self/mountinfo")
@@ -63,6 +66,9 @@ func runcWithoutCgroup2(t *testing.T) []string {
 	}
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	var script strings.Builder
+	if v2 := procfs.FindHierarchies("/proc/self/mountinfo", nil).V2; v2 != "" {
+		fmt.Fprintf(&script, "echo $$ >'%s/cgroup.procs' && ", v2)
+	}
 	for _, p := range points {
 		fmt.Fprintf(&script, "mount -t tmpfs nstrace-no-cgroup2 '%s' && ", p)
 	}
