@@ -17,7 +17,6 @@ import (
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
 	"github.com/nstrace/nstrace/internal/output"
-	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/procfs"
 )
 
@@ -60,7 +59,7 @@ type world struct {
 
 // Run lists what q asks for under procRoot; host is the host's namespaces.
 func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
-	h := procfs.FindHierarchies(procRoot+"/self/mountinfo", probe.CgroupV1Controllers)
+	h := procfs.FindHierarchies(procRoot+"/self/mountinfo", procfs.CgroupV1Controllers)
 	roots := container.DefaultRoots
 	roots.Cgroup2, roots.CgroupV1, roots.CgroupV1Controller = h.V2, h.V1, h.Controller
 	return run(procRoot, host, roots, q, out)

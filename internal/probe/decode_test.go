@@ -12,6 +12,7 @@ import (
 
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // record lays out a kernel record the way the BPF side writes it: the
@@ -332,14 +333,14 @@ func TestDecodeCgroupV1(t *testing.T) {
 // side's number, and only those.
 func TestCgroupV1Controllers(t *testing.T) {
 	seen := map[nstraceNstV1Controller]bool{}
-	for _, name := range CgroupV1Controllers {
+	for _, name := range procfs.CgroupV1Controllers {
 		id, err := cgroupV1ID(name)
 		if err != nil || id == nstraceNstV1ControllerNST_CGV1NONE || seen[id] {
 			t.Errorf("%s: %v %v", name, id, err)
 		}
 		seen[id] = true
 	}
-	if len(seen) != int(nstraceNstV1ControllerNST_CGV1CPUSET) {
+	if len(seen) != int(nstraceNstV1ControllerNST_CGV1CPUSET) || len(cgroupV1) != len(seen) {
 		t.Errorf("%d controllers, the kernel side has %d", len(seen), nstraceNstV1ControllerNST_CGV1CPUSET)
 	}
 	if id, err := cgroupV1ID(""); err != nil || id != nstraceNstV1ControllerNST_CGV1NONE {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/nstrace/nstrace/internal/event"
 	"github.com/nstrace/nstrace/internal/ns"
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // DefaultBufferSize is the ring buffer's default size: enough to absorb a
@@ -82,36 +83,22 @@ type Options struct {
 	// Ancestors gives every event its process's parents.
 	Ancestors bool
 	// CgroupV1 names a controller mounted as a cgroup v1 hierarchy (one
-	// of CgroupV1Controllers): a process in the cgroup v2 root is
+	// of procfs.CgroupV1Controllers): a process in the cgroup v2 root is
 	// identified by its cgroup there. "": by its v2 cgroup only.
 	CgroupV1 string
 }
 
-// CgroupV1Controllers are the controllers whose cgroup v1 hierarchy can
-// identify a process (Options.CgroupV1), the most telling first: every
-// runtime puts a container in its own cgroup of each.
-var CgroupV1Controllers = func() []string {
-	names := make([]string, len(cgroupV1))
-	for i, c := range cgroupV1 {
-		names[i] = c.name
-	}
-	return names
-}()
-
-// cgroupV1 maps the controllers' names (as /proc/PID/cgroup and mount
-// options give them) to the kernel side's enum nst_v1_controller.
-var cgroupV1 = []struct {
-	name string
-	id   nstraceNstV1Controller
-}{
-	{"pids", nstraceNstV1ControllerNST_CGV1PIDS},
-	{"memory", nstraceNstV1ControllerNST_CGV1MEMORY},
-	{"cpu", nstraceNstV1ControllerNST_CGV1CPU},
-	{"cpuacct", nstraceNstV1ControllerNST_CGV1CPUACCT},
-	{"devices", nstraceNstV1ControllerNST_CGV1DEVICES},
-	{"freezer", nstraceNstV1ControllerNST_CGV1FREEZER},
-	{"blkio", nstraceNstV1ControllerNST_CGV1BLKIO},
-	{"cpuset", nstraceNstV1ControllerNST_CGV1CPUSET},
+// cgroupV1 maps the controllers of procfs.CgroupV1Controllers to the
+// kernel side's enum nst_v1_controller.
+var cgroupV1 = map[string]nstraceNstV1Controller{
+	"pids":    nstraceNstV1ControllerNST_CGV1PIDS,
+	"memory":  nstraceNstV1ControllerNST_CGV1MEMORY,
+	"cpu":     nstraceNstV1ControllerNST_CGV1CPU,
+	"cpuacct": nstraceNstV1ControllerNST_CGV1CPUACCT,
+	"devices": nstraceNstV1ControllerNST_CGV1DEVICES,
+	"freezer": nstraceNstV1ControllerNST_CGV1FREEZER,
+	"blkio":   nstraceNstV1ControllerNST_CGV1BLKIO,
+	"cpuset":  nstraceNstV1ControllerNST_CGV1CPUSET,
 }
 
 // cgroupV1Key marks a key of the v1 hierarchy's cgroups (enum
@@ -123,12 +110,10 @@ func cgroupV1ID(name string) (nstraceNstV1Controller, error) {
 	if name == "" {
 		return nstraceNstV1ControllerNST_CGV1NONE, nil
 	}
-	for _, c := range cgroupV1 {
-		if c.name == name {
-			return c.id, nil
-		}
+	if id, ok := cgroupV1[name]; ok {
+		return id, nil
 	}
-	return 0, fmt.Errorf("cgroup v1 controller %q: want one of %s", name, strings.Join(CgroupV1Controllers, ", "))
+	return 0, fmt.Errorf("cgroup v1 controller %q: want one of %s", name, strings.Join(procfs.CgroupV1Controllers, ", "))
 }
 
 // Limits are the sizes of the kernel side's tables, each a way to lose

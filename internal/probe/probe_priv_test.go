@@ -736,7 +736,7 @@ func TestPrivilegedNSFilterInKernel(t *testing.T) {
 // never; a probe with no cgroup filter takes none.
 func TestPrivilegedCgroupFilterAdded(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	h := procfs.FindHierarchies("/proc/self/mountinfo", probe.CgroupV1Controllers)
+	h := procfs.FindHierarchies("/proc/self/mountinfo", procfs.CgroupV1Controllers)
 	root, v1, controller := h.V2, false, ""
 	if root == "" { // cgroup v1 alone
 		h = testutil.CgroupV1(t)

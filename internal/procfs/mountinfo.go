@@ -97,6 +97,11 @@ func hierarchyMount(ms []Mount, match func(Mount) bool) (string, bool) {
 	return point, found
 }
 
+// CgroupV1Controllers are the controllers whose cgroup v1 hierarchy can
+// identify a process, the most telling first: every runtime puts a
+// container in its own cgroup of each.
+var CgroupV1Controllers = []string{"pids", "memory", "cpu", "cpuacct", "devices", "freezer", "blkio", "cpuset"}
+
 // Hierarchies are the cgroup hierarchies that identify a process: v2's,
 // and a v1 hierarchy that does where the process is in the v2 root.
 type Hierarchies struct {

@@ -10,23 +10,22 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nstrace/nstrace/internal/probe"
 	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // CgroupV1 returns the cgroup hierarchies nstrace would use here, with a
 // v1 hierarchy among them: the one mounted, or, where none is, one of
-// probe.CgroupV1Controllers mounted for the test under a directory of its
+// procfs.CgroupV1Controllers mounted for the test under a directory of its
 // own (a controller no v2 cgroup uses can be), unmounted when it ends.
 // So the tests of cgroup v1 run on v2 hosts too.
 func CgroupV1(t testing.TB) procfs.Hierarchies {
 	t.Helper()
-	h := procfs.FindHierarchies("/proc/self/mountinfo", probe.CgroupV1Controllers)
+	h := procfs.FindHierarchies("/proc/self/mountinfo", procfs.CgroupV1Controllers)
 	if h.Controller != "" {
 		return h
 	}
 	var errs []string
-	for _, c := range probe.CgroupV1Controllers {
+	for _, c := range procfs.CgroupV1Controllers {
 		dir, err := MountCgroupV1(t, c)
 		if err == nil {
 			h.V1, h.Controller = dir, c

@@ -149,7 +149,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	}
 	// Which hierarchies identify a process: where it is in the cgroup v2
 	// root, a v1 hierarchy does, if one is mounted.
-	s.hier = procfs.FindHierarchies(procfs.Root+"/self/mountinfo", probe.CgroupV1Controllers)
+	s.hier = procfs.FindHierarchies(procfs.Root+"/self/mountinfo", procfs.CgroupV1Controllers)
 	roots := container.DefaultRoots
 	roots.Cgroup2, roots.CgroupV1, roots.CgroupV1Controller = s.hier.V2, s.hier.V1, s.hier.Controller
 	s.containers = container.NewRegistry(roots, true)
