@@ -121,11 +121,11 @@ func podUID(p string) (string, bool) {
 // the v1 one (as /proc/PID/cgroup gives it: procfs.Hierarchies.CgroupOf).
 func (r *Roots) CgroupAt(path string, v1 bool) Cgroup {
 	if v1 {
-		cg := CgroupOfPath(r.CgroupV1, path)
+		cg := CgroupOfPath(r.Cgroups.V1, path)
 		cg.V1 = true
 		return cg
 	}
-	return CgroupOfPath(r.Cgroup2, path)
+	return CgroupOfPath(r.Cgroups.V2, path)
 }
 
 // CgroupOfPath names the cgroup at a path in a hierarchy (as

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 const id = "3f2a8e8c1b7d4c5e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60"
@@ -76,7 +77,7 @@ type fakeHost struct {
 func newFakeHost(t *testing.T) *fakeHost {
 	dir := t.TempDir()
 	return &fakeHost{t: t, roots: Roots{
-		Cgroup2: filepath.Join(dir, "cgroup"),
+		Cgroups: procfs.Hierarchies{V2: filepath.Join(dir, "cgroup")},
 		Runc:    []string{filepath.Join(dir, "run", "runc"), filepath.Join(dir, "run", "containerd", "runc", "*"), filepath.Join(dir, "run", "docker", "runtime-runc", "*")},
 		Docker:  filepath.Join(dir, "docker"),
 		Podman:  []string{filepath.Join(dir, "storage", "containers.json")},
@@ -99,7 +100,7 @@ func (h *fakeHost) write(path string, v any) {
 // the cgroup as the kernel would name it.
 func (h *fakeHost) container(stateRoot, cid, cgPath string, annotations map[string]string) Cgroup {
 	h.t.Helper()
-	return h.containerIn(stateRoot, cid, cgPath, annotations, map[string]string{"": h.roots.Cgroup2})[""]
+	return h.containerIn(stateRoot, cid, cgPath, annotations, map[string]string{"": h.roots.Cgroups.V2})[""]
 }
 
 // containerIn is container with a cgroup at cgPath in each hierarchy
@@ -117,7 +118,7 @@ func (h *fakeHost) containerIn(stateRoot, cid, cgPath string, annotations map[st
 		cg.V1 = name != ""
 		cgroups[name] = cg
 	}
-	bundle := filepath.Join(filepath.Dir(h.roots.Cgroup2), "bundles", cid)
+	bundle := filepath.Join(filepath.Dir(h.roots.Cgroups.V2), "bundles", cid)
 	h.write(filepath.Join(bundle, "config.json"), map[string]any{"annotations": annotations})
 	h.write(filepath.Join(stateRoot, cid, "state.json"), map[string]any{
 		"id": cid, "init_process_pid": 4242, "cgroup_paths": paths,
@@ -194,10 +195,10 @@ func TestRegistryRuntimes(t *testing.T) {
 // space: a v1 cgroup never stands for the v2 one with its id.
 func TestRegistryCgroupV1(t *testing.T) {
 	h := newFakeHost(t)
-	base := filepath.Dir(h.roots.Cgroup2)
-	h.roots.CgroupV1, h.roots.CgroupV1Controller = filepath.Join(base, "pids"), "pids"
-	v1 := map[string]string{"pids": h.roots.CgroupV1, "memory": filepath.Join(base, "memory"), "name=systemd": filepath.Join(base, "systemd")}
-	hybrid := map[string]string{"": h.roots.Cgroup2, "pids": h.roots.CgroupV1}
+	base := filepath.Dir(h.roots.Cgroups.V2)
+	h.roots.Cgroups.V1, h.roots.Cgroups.Controller = filepath.Join(base, "pids"), "pids"
+	v1 := map[string]string{"pids": h.roots.Cgroups.V1, "memory": filepath.Join(base, "memory"), "name=systemd": filepath.Join(base, "systemd")}
+	hybrid := map[string]string{"": h.roots.Cgroups.V2, "pids": h.roots.Cgroups.V1}
 	run := filepath.Dir(h.roots.Runc[0])
 	plain := h.containerIn(filepath.Join(run, "runc"), "mybox", "mybox", nil, v1)["pids"]
 	ctr := h.containerIn(filepath.Join(run, "containerd", "runc", "default"), "job7", "default/job7", nil, v1)["pids"]
@@ -240,7 +241,7 @@ func TestRegistryCgroupV1(t *testing.T) {
 		t.Errorf("find on both: %v", found)
 	}
 	// A pod's container: the kernel filters on its pod's v1 cgroup.
-	podCgroup := CgroupKey{inode(filepath.Join(h.roots.CgroupV1, "kubepods", "burstable", "pod"+pod)), true}
+	podCgroup := CgroupKey{inode(filepath.Join(h.roots.Cgroups.V1, "kubepods", "burstable", "pod"+pod)), true}
 	if keys, err := r.KernelCgroups("api-1/app"); err != nil || len(keys) != 1 || keys[0] != podCgroup {
 		t.Errorf("--container api-1/app: cgroups %v %v, want the pod's %v", keys, err, podCgroup)
 	}
@@ -280,7 +281,7 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 		t.Errorf("a container gone before its lookup: %+v", got)
 	}
 	// A later container in a cgroup of the same path is another cgroup.
-	if err := os.RemoveAll(filepath.Join(h.roots.Cgroup2, "quick")); err != nil {
+	if err := os.RemoveAll(filepath.Join(h.roots.Cgroups.V2, "quick")); err != nil {
 		t.Fatal(err)
 	}
 	again := h.container(filepath.Join(run, "runc"), "quick2", "quick", nil)
@@ -295,7 +296,7 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 func (h *fakeHost) podContainer(podNS, podName, uid, cid, name string) Cgroup {
 	h.t.Helper()
 	podDir := "kubepods/besteffort/pod" + uid
-	cgDir := filepath.Join(h.roots.Cgroup2, podDir, cid)
+	cgDir := filepath.Join(h.roots.Cgroups.V2, podDir, cid)
 	if err := os.MkdirAll(cgDir, 0o755); err != nil {
 		h.t.Fatal(err)
 	}
@@ -310,7 +311,7 @@ func (h *fakeHost) podContainer(podNS, podName, uid, cid, name string) Cgroup {
 		"id": cid, "init_process_pid": 4242, "cgroup_paths": map[string]string{"": cgDir},
 		"config": map[string]any{"labels": append(labels, "io.kubernetes.cri.container-type="+typ)},
 	})
-	return CgroupOfPath(h.roots.Cgroup2, "/"+podDir+"/"+cid)
+	return CgroupOfPath(h.roots.Cgroups.V2, "/"+podDir+"/"+cid)
 }
 
 // Pods of one name in two namespaces: the bare name is ambiguous, and
@@ -344,7 +345,7 @@ func TestRegistryPodsOfOneName(t *testing.T) {
 	if found, err := r.Find("db"); err != nil || len(found) != 1 {
 		t.Errorf("--container db, one pod: %v %v", found, err)
 	}
-	if keys, err := r.KernelCgroups("shop/web"); err != nil || len(keys) != 1 || keys[0] != (CgroupKey{ID: inode(filepath.Join(h.roots.Cgroup2, "kubepods/besteffort/pod"+pod))}) {
+	if keys, err := r.KernelCgroups("shop/web"); err != nil || len(keys) != 1 || keys[0] != (CgroupKey{ID: inode(filepath.Join(h.roots.Cgroups.V2, "kubepods/besteffort/pod"+pod))}) {
 		t.Errorf("--container shop/web: cgroups %v %v", keys, err)
 	}
 }
@@ -359,7 +360,7 @@ func TestRegistryPods(t *testing.T) {
 	state := filepath.Join(filepath.Dir(h.roots.Runc[0]), "containerd", "runc", "k8s.io")
 	podDir := "kubepods/besteffort/pod" + pod
 	container := func(cid, typ, name string) Cgroup {
-		cgDir := filepath.Join(h.roots.Cgroup2, podDir, cid)
+		cgDir := filepath.Join(h.roots.Cgroups.V2, podDir, cid)
 		if err := os.MkdirAll(cgDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -372,7 +373,7 @@ func TestRegistryPods(t *testing.T) {
 			"id": cid, "init_process_pid": 4242, "cgroup_paths": map[string]string{"": cgDir},
 			"config": map[string]any{"labels": labels},
 		})
-		return CgroupOfPath(h.roots.Cgroup2, "/"+podDir+"/"+cid)
+		return CgroupOfPath(h.roots.Cgroups.V2, "/"+podDir+"/"+cid)
 	}
 	sandboxID, appID := "5"+id[1:], "6"+id[1:]
 	sandbox, app := container(sandboxID, "sandbox", ""), container(appID, "container", "app")
@@ -396,7 +397,7 @@ func TestRegistryPods(t *testing.T) {
 		t.Errorf("the sandbox is called %q", s)
 	}
 
-	podCgroup := inode(filepath.Join(h.roots.Cgroup2, podDir))
+	podCgroup := inode(filepath.Join(h.roots.Cgroups.V2, podDir))
 	for _, ref := range []string{"shop/web", "web", "web/app", "web/(sandbox)", appID[:12]} {
 		ids, err := r.KernelCgroups(ref)
 		if err != nil || len(ids) != 1 || ids[0] != (CgroupKey{ID: podCgroup}) {
@@ -451,7 +452,7 @@ func TestRegistryOnContainer(t *testing.T) {
 	h.podContainer("shop", "web", other, "6"+id[1:], "") // the pod, made again
 	h.podContainer("shop", "web", other, "7"+id[1:], "app")
 	podCgroup := func(uid string) CgroupKey {
-		return CgroupKey{ID: inode(filepath.Join(h.roots.Cgroup2, "kubepods/besteffort/pod"+uid))}
+		return CgroupKey{ID: inode(filepath.Join(h.roots.Cgroups.V2, "kubepods/besteffort/pod"+uid))}
 	}
 	want := []told{{"mybox", plain.Key()}, {"5" + id[1:], podCgroup(pod)}, {"6" + id[1:], podCgroup(other)}, {"7" + id[1:], podCgroup(other)}}
 	seen := func() bool {

@@ -11,15 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // Roots are where the runtimes keep their state on disk.
 type Roots struct {
-	// Cgroup2 is the cgroup v2 hierarchy's mount point.
-	Cgroup2 string
-	// CgroupV1 is the mount point of the cgroup v1 hierarchy of
-	// CgroupV1Controller, which identifies a process in the v2 root.
-	CgroupV1, CgroupV1Controller string
+	// Cgroups are where the cgroup hierarchies that identify a process
+	// are mounted: v2's, and the v1 one for a process in the v2 root.
+	Cgroups procfs.Hierarchies
 	// Runc are runc state roots (globs), each holding ID/state.json: plain
 	// runc's, containerd's per namespace, Docker's.
 	Runc []string
@@ -77,7 +76,7 @@ func runtimeOfRoot(dir string) string {
 // runcContainer is a container found in runc's state.
 type runcContainer struct {
 	info Info
-	// Its cgroups: v2's, and the v1 one of Roots.CgroupV1Controller.
+	// Its cgroups: v2's, and the v1 one of Roots.Cgroups.Controller.
 	cgroup, cgroupV1 runcCgroup
 	initPID          uint32
 }
@@ -97,9 +96,9 @@ func readRuncState(r *Roots, path string) (runcContainer, bool) {
 	rc := runcContainer{info: Info{ID: st.ID, Runtime: runtimeOfRoot(dir)}, initPID: uint32(st.InitPID)}
 	// On cgroup v1, runc keeps the path in each controller's hierarchy
 	// under the controller's name; "" is v2's.
-	rc.cgroup = cgroupAt(st.CgroupPaths[""], r.Cgroup2)
-	if r.CgroupV1Controller != "" {
-		rc.cgroupV1 = cgroupAt(st.CgroupPaths[r.CgroupV1Controller], r.CgroupV1)
+	rc.cgroup = cgroupAt(st.CgroupPaths[""], r.Cgroups.V2)
+	if r.Cgroups.Controller != "" {
+		rc.cgroupV1 = cgroupAt(st.CgroupPaths[r.Cgroups.Controller], r.Cgroups.V1)
 		rc.cgroupV1.V1 = true
 	}
 	if rc.info.Runtime == "runc" {

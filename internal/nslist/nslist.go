@@ -59,9 +59,8 @@ type world struct {
 
 // Run lists what q asks for under procRoot; host is the host's namespaces.
 func Run(procRoot string, host ns.Set, q Query, out io.Writer) error {
-	h := procfs.FindHierarchies(procRoot+"/self/mountinfo", procfs.CgroupV1Controllers)
 	roots := container.DefaultRoots
-	roots.Cgroup2, roots.CgroupV1, roots.CgroupV1Controller = h.V2, h.V1, h.Controller
+	roots.Cgroups = procfs.FindHierarchies(procRoot+"/self/mountinfo", procfs.CgroupV1Controllers)
 	return run(procRoot, host, roots, q, out)
 }
 
@@ -74,7 +73,7 @@ func run(procRoot string, host ns.Set, roots container.Roots, q Query, out io.Wr
 		host:       host,
 		procs:      procfs.Procs(procRoot),
 		containers: container.NewRegistry(roots, false),
-		cgroups:    procfs.Hierarchies{V2: roots.Cgroup2, V1: roots.CgroupV1, Controller: roots.CgroupV1Controller},
+		cgroups:    roots.Cgroups,
 		byCgroup:   map[cgroupPath]*event.Container{},
 	}
 	switch {

@@ -151,7 +151,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	// root, a v1 hierarchy does, if one is mounted.
 	s.hier = procfs.FindHierarchies(procfs.Root+"/self/mountinfo", procfs.CgroupV1Controllers)
 	roots := container.DefaultRoots
-	roots.Cgroup2, roots.CgroupV1, roots.CgroupV1Controller = s.hier.V2, s.hier.V1, s.hier.Controller
+	roots.Cgroups = s.hier
 	s.containers = container.NewRegistry(roots, true)
 	s.closers = append(s.closers, s.containers.Close)
 	cfg.Scope.Command = len(cfg.Command) > 0
