@@ -4,6 +4,7 @@ package probe
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -352,6 +353,27 @@ func TestCgroupV1Controllers(t *testing.T) {
 	f := Filter{Cgroups: []uint64{5}, CgroupsV1: []uint64{5}}
 	if k := f.cgroupKeys(); len(k) != 2 || k[0] != 5 || k[1] != 5|1<<63 {
 		t.Errorf("filter keys %#x", k)
+	}
+}
+
+// Cgroup v1 settings that cannot work are refused before anything is
+// loaded.
+func TestOpenChecksCgroupV1(t *testing.T) {
+	exec := event.KindSet(0).Add(event.Exec)
+	for _, c := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{Kinds: exec, Filter: Filter{CgroupsV1: []uint64{5}}}, "a cgroup v1 filter needs the cgroup v1 controller"},
+		{Options{Kinds: exec, CgroupV1: "name=systemd"}, `cgroup v1 controller "name=systemd"`},
+	} {
+		if _, err := Open(c.opts); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.opts, err, c.want)
+		}
+	}
+	ok := Options{Kinds: exec, CgroupV1: "pids", Filter: Filter{CgroupsV1: []uint64{5}}}
+	if err := ok.checkCgroupV1(); err != nil {
+		t.Errorf("a v1 filter with its controller: %v", err)
 	}
 }
 

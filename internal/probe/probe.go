@@ -116,6 +116,19 @@ func cgroupV1ID(name string) (nstraceNstV1Controller, error) {
 	return 0, fmt.Errorf("cgroup v1 controller %q: want one of %s", name, strings.Join(procfs.CgroupV1Controllers, ", "))
 }
 
+// checkCgroupV1 says why the options' cgroup v1 settings cannot work
+// together, or returns nil: a filter on v1 cgroups with no controller to
+// read them by would match nothing.
+func (o *Options) checkCgroupV1() error {
+	if _, err := cgroupV1ID(o.CgroupV1); err != nil {
+		return err
+	}
+	if len(o.Filter.CgroupsV1) > 0 && o.CgroupV1 == "" {
+		return errors.New("a cgroup v1 filter needs the cgroup v1 controller whose hierarchy it names")
+	}
+	return nil
+}
+
 // Limits are the sizes of the kernel side's tables, each a way to lose
 // events when full (see event.LostReason).
 type Limits struct {
@@ -375,6 +388,9 @@ func Open(opts Options) (*Probe, error) {
 		opts.BufferSize = DefaultBufferSize
 	}
 	if err := ValidBufferSize(opts.BufferSize); err != nil {
+		return nil, err
+	}
+	if err := opts.checkCgroupV1(); err != nil {
 		return nil, err
 	}
 	if (needsSyscalls(opts.Kinds) || needsRawSyscalls(opts, HooksTracepoint)) && !syscallHooksArch() {
@@ -785,6 +801,9 @@ func (p *Probe) Track(pid uint32) error {
 func (p *Probe) FilterCgroup(id uint64, v1 bool) error {
 	if !p.cgroupFiltered {
 		return errors.New("adding a cgroup to the filter: the probe filters on no cgroup")
+	}
+	if v1 && p.dec.cgroupV1 == "" {
+		return errors.New("adding a cgroup v1 cgroup to the filter: the probe reads no cgroup v1 controller's")
 	}
 	key := id
 	if v1 {

@@ -771,6 +771,13 @@ func TestPrivilegedCgroupFilterAdded(t *testing.T) {
 			t.Errorf("the cgroup filter let through %q in cgroup %d", e.Args, e.CgroupID)
 		}
 	}
+	// A v1 cgroup for a probe that reads no v1 hierarchy could never
+	// match.
+	if !v1 {
+		if err := c.Probe().FilterCgroup(ids("later")[0], true); err == nil {
+			t.Error("a probe without a cgroup v1 controller took a v1 cgroup")
+		}
+	}
 	// The filter's table holds 256 cgroups: two in it, 254 more fit, the
 	// next is a clear error.
 	var err error
