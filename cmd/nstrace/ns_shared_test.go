@@ -102,6 +102,7 @@ func TestPrivilegedNSSharedByContainers(t *testing.T) {
 	app.find(t, 2)
 	cs := []*sharer{pause, app}
 	graph := checkShared(t, cs, holdings(t, cs, []ns.Type{ns.IPC, ns.Net}, []ns.Type{ns.Mnt, ns.Pid, ns.UTS}, pause.name+","+app.name, false))
+	checkNsentered(t, pause, pause.name+","+app.name)
 	for _, c := range cs {
 		if !strings.Contains(graph, fmt.Sprintf(`"c:%s" [label="%s\ndocker %s"`, c.id, c.name, image)) {
 			t.Errorf("--dot: no node for %s:\n%s", c.name, graph)
@@ -132,6 +133,7 @@ func TestPrivilegedNSSharedByPod(t *testing.T) {
 		t.Fatalf("the sandbox's process is %d, its cgroup has %v", pid, sandbox.pids)
 	}
 	graph := checkShared(t, cs, holdings(t, cs, []ns.Type{ns.IPC, ns.Net, ns.UTS}, []ns.Type{ns.Mnt, ns.Pid}, "pod "+pod, true))
+	checkNsentered(t, sandbox, "pod "+pod)
 	start := strings.Index(graph, fmt.Sprintf("label=\"pod %s\";", pod))
 	end := strings.Index(graph[max(start, 0):], "\t}\n")
 	if start < 0 || end < 0 {
@@ -250,6 +252,43 @@ func checkShared(t *testing.T, cs []*sharer, hs []holding) string {
 		t.Errorf("dot -Tsvg: %v: %s", err, stderr.String())
 	}
 	return graph
+}
+
+// checkNsentered starts a host process in c's net namespace, as
+// `nsenter -t PID -n` from a host shell does, and checks that the
+// listing, the tree and the members listing count it after the names
+// in cell, and that the members listing gives its pid first, as of no
+// known container.
+func checkNsentered(t *testing.T, c *sharer, cell string) {
+	t.Helper()
+	testutil.NeedTools(t, "nsenter")
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(int(c.pids[0])), "-n", "sleep", "3600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pid := uint32(cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		// nsenter enters the namespace, then becomes sleep.
+		s, err := procfs.ReadPIDNS(procfs.Root, pid)
+		if p, ok := procfs.ReadProc(procfs.Root, pid); err == nil && ok && s[ns.Net] == c.ns[ns.Net] && p.Comm == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nsenter into net:[%d]: pid %d is not there", c.ns[ns.Net], pid)
+		}
+	}
+	ino, want := strconv.FormatUint(c.ns[ns.Net], 10), cell+",+1"
+	if l := lineOf(lines(t, "ns"), ino); len(fieldsOf(l)) < 9 || strings.Join(fieldsOf(l)[8:len(fieldsOf(l))-2], " ") != want {
+		t.Errorf("table, net:[%s] with pid %d nsenter'd: %q, want CONTAINER %s", ino, pid, l, want)
+	}
+	if l := lineOf(lines(t, "ns", "--tree"), ino); !strings.HasSuffix(l, "  "+want) {
+		t.Errorf("tree, net:[%s] with pid %d nsenter'd: %q, want CONTAINER %s", ino, pid, l, want)
+	}
+	l := lineOf(lines(t, "ns", "--members"), ino)
+	if _, pids, _ := strings.Cut(l, "  "+want+"  "); !strings.HasPrefix(strings.TrimSpace(pids), strconv.Itoa(int(pid))+"; ") {
+		t.Errorf("members, net:[%s] with pid %d nsenter'd: %q, want CONTAINERS %s, then pid %d", ino, pid, l, want, pid)
+	}
 }
 
 // find waits for n processes in c's cgroup and reads their namespaces.

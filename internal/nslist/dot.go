@@ -115,14 +115,6 @@ func containerLines(c *event.Container, inCluster bool) []string {
 	return []string{name, strings.TrimSpace(c.Runtime + " " + c.Image)}
 }
 
-func heldPIDs(hs []holder) int {
-	n := 0
-	for _, h := range hs {
-		n += len(h.pids)
-	}
-	return n
-}
-
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one

@@ -121,24 +121,41 @@ func inPod(c *event.Container) string {
 // the rest.
 const cellMax = 3
 
-// holdersCell names a namespace's holders in a table: the pod once when
-// they are one pod's, else each container (",+N" past cellMax).
-func holdersCell(hs []holder) string {
+// holdersCell names the containers holding a namespace that nprocs
+// processes are in: the pod once when they are one pod's containers,
+// else each container, past cellMax only the first two; then ",+N", N
+// the containers not named and the processes of no known container, one
+// each. So the pod alone means every process in it is one of the pod's.
+func holdersCell(hs []holder, nprocs int) string {
 	if len(hs) == 0 {
 		return "-"
 	}
-	if p := onePod(hs); p != nil {
-		return escape("pod " + podName(p))
-	}
+	rest := nprocs - heldPIDs(hs)
 	var names []string
-	for i, h := range hs {
-		if len(hs) > cellMax && i == cellMax-1 {
-			names = append(names, "+"+strconv.Itoa(len(hs)-i))
-			break
+	if p := onePod(hs); p != nil {
+		names = append(names, escape("pod "+podName(p)))
+	} else {
+		for i, h := range hs {
+			if len(hs) > cellMax && i == cellMax-1 {
+				rest += len(hs) - i
+				break
+			}
+			names = append(names, escape(h.c.Short()))
 		}
-		names = append(names, escape(h.c.Short()))
+	}
+	if rest > 0 {
+		names = append(names, "+"+strconv.Itoa(rest))
 	}
 	return strings.Join(names, ",")
+}
+
+// heldPIDs counts the processes of holders.
+func heldPIDs(hs []holder) int {
+	n := 0
+	for _, h := range hs {
+		n += len(h.pids)
+	}
+	return n
 }
 
 // compactPIDs writes pids (ascending) with runs as ranges: "1-3,7".
@@ -195,7 +212,7 @@ func writeMembers(out io.Writer, rows []nsRow, asJSON bool) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NS\tTYPE\tNPROCS\tHOST\tCONTAINERS\tPIDS")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", r.Inode, r.Type, r.NProcs, yesNo(r.Host), holdersCell(r.members), pidsCell(r.pids, r.members))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", r.Inode, r.Type, r.NProcs, yesNo(r.Host), holdersCell(r.members, r.NProcs), pidsCell(r.pids, r.members))
 	}
 	return tw.Flush()
 }

@@ -225,7 +225,7 @@ func writeTable(out io.Writer, rows []nsRow) error {
 			held = "-"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Inode, r.Type, r.NProcs, pid, user, comm,
-			inodeCell(r.Parent), inodeCell(r.Owner), holdersCell(r.Containers), yesNo(r.Host), escape(held))
+			inodeCell(r.Parent), inodeCell(r.Owner), holdersCell(r.Containers, r.NProcs), yesNo(r.Host), escape(held))
 	}
 	return tw.Flush()
 }
@@ -428,7 +428,7 @@ func writeTree(out io.Writer, rows []nsRow, q Query) error {
 		if r.PID != 0 {
 			pid, user, comm = strconv.Itoa(int(r.PID)), escape(r.User), escape(r.Comm)
 		}
-		fmt.Fprintf(tw, "%s%s%d\t%s\t%d\t%s\t%s\t%s\t%s\n", prefix, branch, r.Inode, r.Type, r.NProcs, pid, user, comm, holdersCell(r.Containers))
+		fmt.Fprintf(tw, "%s%s%d\t%s\t%d\t%s\t%s\t%s\t%s\n", prefix, branch, r.Inode, r.Type, r.NProcs, pid, user, comm, holdersCell(r.Containers, r.NProcs))
 		if depth > 64 {
 			return
 		}

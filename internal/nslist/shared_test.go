@@ -36,7 +36,8 @@ const (
 // sharing net and ipc (with a host shell nsenter'd into that net
 // namespace), a Docker container known by id only, one whose name is
 // hostile, and a CRI-O pod default/web whose infra and web containers
-// share net, ipc and uts.
+// share net, ipc and uts (with another host shell in that net
+// namespace).
 func sharedHost(t *testing.T) (string, ns.Set, container.Roots) {
 	root := t.TempDir()
 	state := t.TempDir()
@@ -87,6 +88,7 @@ func sharedHost(t *testing.T) (string, ns.Set, container.Roots) {
 	crio(webID, "nginx")
 	proc("400", "pause", pod+"crio-"+infraID+".scope", map[string]uint64{"ipc": 4026532319, "mnt": 4026532317, "net": 4026532249, "pid": 4026532320, "uts": 4026532318})
 	proc("410", "nginx", pod+"crio-"+webID+".scope", map[string]uint64{"ipc": 4026532319, "mnt": 4026532321, "net": 4026532249, "pid": 4026532322, "uts": 4026532318})
+	proc("310", "sh", "/", map[string]uint64{"net": 4026532249})
 	return root, host, roots
 }
 
@@ -180,38 +182,48 @@ func TestHoldersCell(t *testing.T) {
 	named := func(names ...string) []holder {
 		var hs []holder
 		for _, n := range names {
-			hs = append(hs, holder{c: &event.Container{ID: n + strings.Repeat("0", 40), Name: n}})
+			hs = append(hs, holder{c: &event.Container{ID: n + strings.Repeat("0", 40), Name: n}, pids: []uint32{1}})
 		}
 		return hs
 	}
 	web := func(uid, name string, containers ...string) []holder {
 		var hs []holder
 		for _, c := range containers {
-			hs = append(hs, holder{c: &event.Container{ID: c, Pod: &event.Pod{UID: uid, Name: name, Namespace: "default", Container: c}}})
+			hs = append(hs, holder{c: &event.Container{ID: c, Pod: &event.Pod{UID: uid, Name: name, Namespace: "default", Container: c}}, pids: []uint32{1, 2}})
 		}
 		return hs
 	}
 	for _, c := range []struct {
-		hs   []holder
-		want string
+		hs []holder
+		// others are the processes of no known container.
+		others int
+		want   string
 	}{
-		{nil, "-"},
-		{named("pause"), "pause"},
-		{named("pause", "app"), "pause,app"},
-		{named("a", "b", "c"), "a,b,c"},
-		{named("web-1", "web-2", "web-3", "web-4", "web-5"), "web-1,web-2,+3"},
-		{[]holder{{c: &event.Container{ID: loneID}}}, "0123456789ab"},
+		{nil, 0, "-"},
+		{named("pause"), 0, "pause"},
+		{named("pause", "app"), 0, "pause,app"},
+		{named("a", "b", "c"), 0, "a,b,c"},
+		{named("web-1", "web-2", "web-3", "web-4", "web-5"), 0, "web-1,web-2,+3"},
+		{[]holder{{c: &event.Container{ID: loneID}}}, 0, "0123456789ab"},
 		// One pod: named once; one container of it: pod/container.
-		{web(podUID, "web", "infra", "nginx"), "pod default/web"},
-		{web(podUID, "web", "nginx"), "web/nginx"},
+		{web(podUID, "web", "infra", "nginx"), 0, "pod default/web"},
+		{web(podUID, "web", "nginx"), 0, "web/nginx"},
 		// Two pods of one name (a pod made again) are not one pod.
-		{append(web(podUID, "web", "nginx"), web("ffffffff-4e5f-6789-abcd-ef0123456789", "web", "nginx")...), "web/nginx,web/nginx"},
+		{append(web(podUID, "web", "nginx"), web("ffffffff-4e5f-6789-abcd-ef0123456789", "web", "nginx")...), 0, "web/nginx,web/nginx"},
 		// A pod's container beside a container of no pod.
-		{append(web(podUID, "web", "nginx"), named("debug")...), "web/nginx,debug"},
-		{[]holder{{c: &event.Container{ID: "x\x1b[2J"}}}, `x\x1b[2J`},
+		{append(web(podUID, "web", "nginx"), named("debug")...), 0, "web/nginx,debug"},
+		{[]holder{{c: &event.Container{ID: "x\x1b[2J"}}}, 0, `x\x1b[2J`},
+		// Processes of no known container (a host shell nsenter'd in)
+		// are counted, one each, after the pod or the containers,
+		// with the containers a full cell leaves out.
+		{web(podUID, "web", "infra", "nginx"), 1, "pod default/web,+1"},
+		{web(podUID, "web", "nginx"), 2, "web/nginx,+2"},
+		{named("pause", "app"), 1, "pause,app,+1"},
+		{named("a", "b", "c"), 1, "a,b,c,+1"},
+		{named("web-1", "web-2", "web-3", "web-4", "web-5"), 2, "web-1,web-2,+5"},
 	} {
-		if got := holdersCell(c.hs); got != c.want {
-			t.Errorf("%d holders: %q, want %q", len(c.hs), got, c.want)
+		if got := holdersCell(c.hs, heldPIDs(c.hs)+c.others); got != c.want {
+			t.Errorf("%d holders, %d other processes: %q, want %q", len(c.hs), c.others, got, c.want)
 		}
 	}
 }
