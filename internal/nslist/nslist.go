@@ -102,10 +102,24 @@ type cgroupPath struct {
 	v1   bool
 }
 
-// cgroupOf is the path of the cgroup that identifies p, in its hierarchy.
-func (w *world) cgroupOf(p procfs.Proc) string {
-	path, _ := w.cgroups.CgroupOf(p)
-	return path
+// cgroupOf is the path of the cgroup that identifies p, in its
+// hierarchy, and the controller of that hierarchy where it is a v1 one
+// (the feed's cgroup_v1), else "".
+func (w *world) cgroupOf(p procfs.Proc) (path, v1 string) {
+	path, isV1 := w.cgroups.CgroupOf(p)
+	if isV1 {
+		v1 = w.cgroups.Controller
+	}
+	return path, v1
+}
+
+// cgroupCell writes a cgroup's path, marked with its controller where it
+// is of a v1 hierarchy: "/v1demo (pids, v1)".
+func cgroupCell(path, v1 string) string {
+	if v1 != "" {
+		path += " (" + v1 + ", v1)"
+	}
+	return escape(path)
 }
 
 func (w *world) proc(pid uint32) (procfs.Proc, bool) { return procfs.FindProc(w.procs, pid) }
@@ -152,6 +166,7 @@ type procRow struct {
 	PPID      uint32                `json:"ppid"`
 	Comm      string                `json:"comm"`
 	Cgroup    string                `json:"cgroup"`
+	CgroupV1  string                `json:"cgroup_v1,omitempty"`
 	Container *output.ContainerJSON `json:"container,omitempty"`
 }
 
@@ -267,7 +282,9 @@ func (w *world) procsInNS(q Query, out io.Writer) error {
 			}
 		}
 		if in {
-			rows = append(rows, procRow{p.PID, p.NSPID, p.PPID, p.Comm, w.cgroupOf(p), output.ContainerForJSON(w.containerOf(p))})
+			r := procRow{PID: p.PID, NSPID: p.NSPID, PPID: p.PPID, Comm: p.Comm, Container: output.ContainerForJSON(w.containerOf(p))}
+			r.Cgroup, r.CgroupV1 = w.cgroupOf(p)
+			rows = append(rows, r)
 		}
 	}
 	if len(rows) == 0 {
@@ -284,7 +301,7 @@ func (w *world) procsInNS(q Query, out io.Writer) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tNSPID\tPPID\tCOMM\tCONTAINER\tCGROUP")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\n", r.PID, r.NSPID, r.PPID, escape(r.Comm), containerCell(r.Container), escape(r.Cgroup))
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\n", r.PID, r.NSPID, r.PPID, escape(r.Comm), containerCell(r.Container), cgroupCell(r.Cgroup, r.CgroupV1))
 	}
 	return tw.Flush()
 }
@@ -319,7 +336,7 @@ func (w *world) nsOfProcess(pid uint32, asJSON bool, out io.Writer) error {
 	if asJSON {
 		return encodeLines(out, rows)
 	}
-	fmt.Fprintf(out, "pid %d (%s), nspid %d, ppid %d, container %s, cgroup %s\n", p.PID, escape(p.Comm), p.NSPID, p.PPID, containerCell(c), escape(w.cgroupOf(p)))
+	fmt.Fprintf(out, "pid %d (%s), nspid %d, ppid %d, container %s, cgroup %s\n", p.PID, escape(p.Comm), p.NSPID, p.PPID, containerCell(c), cgroupCell(w.cgroupOf(p)))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TYPE\tNS\tHOST\tNPROCS")
 	for _, r := range rows {
