@@ -51,6 +51,15 @@ const volatile __u32 nst_filter_cgroup = 0;
  * cgroup of a process that is in the cgroup v2 root; none: v2 only.
  */
 const volatile __u32 nst_cgroup_v1 = NST_CGV1_NONE;
+/*
+ * The id (cgroup_root.hierarchy_id) of the v1 hierarchy user space found
+ * the controller mounted as, and reads paths and containers from. One
+ * unmounted and mounted again is another hierarchy whose kernfs ids start
+ * again, and an unmounted controller is back in v2's: while the
+ * controller's cgroups are of another hierarchy, a task is named by its
+ * v2 cgroup (task_cgroup).
+ */
+const volatile __s32 nst_cgroup_v1_hierarchy = 0;
 
 /*
  * Events that could not be delivered, by enum nst_lost_reason, and all

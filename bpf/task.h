@@ -85,12 +85,14 @@ static __always_inline struct kernfs_node *NST_FN(kn_parent)(struct kernfs_node 
  * The kernfs node of the cgroup that identifies a task in css_set cs,
  * and its key (enum nst_cgroup_key): its cgroup v2 one; or, where that is
  * the v2 root and nst_cgroup_v1 names a controller, that controller's
- * cgroup, in its v1 hierarchy, unless that is its root as well.
+ * cgroup, in its v1 hierarchy (nst_cgroup_v1_hierarchy, no other),
+ * unless that is its root as well.
  */
 static __always_inline struct kernfs_node *NST_FN(task_cgroup)(struct css_set *cs, __u64 *key)
 {
 	struct kernfs_node *kn = NST_R(cs, dfl_cgrp, kn), *v1;
 	__u64 id = NST_R(kn, id);
+	struct cgroup *cg;
 	bool v2_root;
 	int ssid;
 
@@ -105,7 +107,10 @@ static __always_inline struct kernfs_node *NST_FN(task_cgroup)(struct css_set *c
 		v2_root = !NST_FN(kn_parent)(kn);
 	if (!v2_root)
 		return kn;
-	v1 = NST_R(cs, subsys[ssid], cgroup, kn);
+	cg = NST_R(cs, subsys[ssid], cgroup);
+	if (!cg || NST_R(cg, root, hierarchy_id) != nst_cgroup_v1_hierarchy)
+		return kn;
+	v1 = NST_R(cg, kn);
 	/* In the v1 root too: the v2 root says as much, as it always has. */
 	if (!v1 || !NST_FN(kn_parent)(v1))
 		return kn;

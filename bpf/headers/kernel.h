@@ -191,8 +191,14 @@ struct kernfs_node___parent {
 	struct kernfs_node *parent;
 };
 
+/* The hierarchy a cgroup is of: hierarchy_id, /proc/PID/cgroup's first field. */
+struct cgroup_root {
+	int hierarchy_id;
+};
+
 struct cgroup {
 	struct kernfs_node *kn;
+	struct cgroup_root *root;
 };
 
 /* A controller's state in one cgroup: of the hierarchy it is bound to. */

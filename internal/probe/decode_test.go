@@ -365,13 +365,14 @@ func TestOpenChecksCgroupV1(t *testing.T) {
 		want string
 	}{
 		{Options{Kinds: exec, Filter: Filter{CgroupsV1: []uint64{5}}}, "a cgroup v1 filter needs the cgroup v1 controller"},
-		{Options{Kinds: exec, CgroupV1: "name=systemd"}, `cgroup v1 controller "name=systemd"`},
+		{Options{Kinds: exec, CgroupV1: "name=systemd", CgroupV1Hierarchy: 1}, `cgroup v1 controller "name=systemd"`},
+		{Options{Kinds: exec, CgroupV1: "pids"}, "cgroup v1 controller pids: the id of its hierarchy is needed"},
 	} {
 		if _, err := Open(c.opts); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.opts, err, c.want)
 		}
 	}
-	ok := Options{Kinds: exec, CgroupV1: "pids", Filter: Filter{CgroupsV1: []uint64{5}}}
+	ok := Options{Kinds: exec, CgroupV1: "pids", CgroupV1Hierarchy: 8, Filter: Filter{CgroupsV1: []uint64{5}}}
 	if err := ok.checkCgroupV1(); err != nil {
 		t.Errorf("a v1 filter with its controller: %v", err)
 	}

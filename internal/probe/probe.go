@@ -86,6 +86,11 @@ type Options struct {
 	// of procfs.CgroupV1Controllers): a process in the cgroup v2 root is
 	// identified by its cgroup there. "": by its v2 cgroup only.
 	CgroupV1 string
+	// CgroupV1Hierarchy is that hierarchy's id (procfs.HierarchyID),
+	// needed with CgroupV1: while the controller is bound to another
+	// (unmounted, mounted again), processes are identified by their v2
+	// cgroups, as the ids of the other's cgroups mean other cgroups.
+	CgroupV1Hierarchy int
 }
 
 // cgroupV1 maps the controllers of procfs.CgroupV1Controllers to the
@@ -125,6 +130,9 @@ func (o *Options) checkCgroupV1() error {
 	}
 	if len(o.Filter.CgroupsV1) > 0 && o.CgroupV1 == "" {
 		return errors.New("a cgroup v1 filter needs the cgroup v1 controller whose hierarchy it names")
+	}
+	if o.CgroupV1 != "" && o.CgroupV1Hierarchy <= 0 {
+		return fmt.Errorf("cgroup v1 controller %s: the id of its hierarchy is needed", o.CgroupV1)
 	}
 	return nil
 }
@@ -711,6 +719,9 @@ func configure(s *nstraceSpecs, opts Options, fentry bool) error {
 	}
 	if err := v.NstCgroupV1.Set(uint32(v1)); err != nil {
 		return fmt.Errorf("setting the cgroup v1 controller: %w", err)
+	}
+	if err := v.NstCgroupV1Hierarchy.Set(int32(opts.CgroupV1Hierarchy)); err != nil {
+		return fmt.Errorf("setting the cgroup v1 hierarchy: %w", err)
 	}
 	// Without the host's objects, every task's namespaces are read.
 	if known, err := hostKnown(); err == nil {

@@ -752,7 +752,7 @@ func TestPrivilegedCgroupFilterAdded(t *testing.T) {
 	if v1 {
 		f = probe.Filter{CgroupsV1: ids("first")}
 	}
-	c := testutil.CollectWith(t, probe.Options{Kinds: event.KindSet(0).Add(event.Exec), CgroupV1: controller, Filter: f})
+	c := testutil.CollectWith(t, probe.Options{Kinds: event.KindSet(0).Add(event.Exec), CgroupV1: controller, CgroupV1Hierarchy: h.ID, Filter: f})
 	in := func(name, arg string) {
 		run(t, "sh", "-c", fmt.Sprintf("echo $$ >%s/cgroup.procs && exec /bin/true %s %s", dirs[name], arg, m))
 	}

@@ -5,6 +5,7 @@ package procfs
 import (
 	"bufio"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -106,26 +107,51 @@ var CgroupV1Controllers = []string{"pids", "memory", "cpu", "cpuacct", "devices"
 // and a v1 hierarchy that does where the process is in the v2 root.
 type Hierarchies struct {
 	V2 string // where the v2 hierarchy is mounted, "" if nowhere
-	// V1 is where the v1 hierarchy of Controller is mounted; both are ""
-	// where none is used.
+	// V1 is where the v1 hierarchy of Controller is mounted, and ID that
+	// hierarchy's id; "", "" and 0 where none is used.
 	V1, Controller string
+	ID             int
 }
 
-// FindHierarchies reads a mountinfo file, normally /proc/self/mountinfo:
-// the v2 hierarchy's mount (Cgroup2Mount), and the first of controllers
-// mounted as a cgroup v1 hierarchy whose root it shows.
+// FindHierarchies reads a mountinfo file, normally /proc/self/mountinfo,
+// and the cgroup file beside it: the v2 hierarchy's mount
+// (Cgroup2Mount), and the first of controllers mounted as a cgroup v1
+// hierarchy whose root it shows and whose id the cgroup file gives
+// (HierarchyID).
 func FindHierarchies(mountinfo string, controllers []string) Hierarchies {
 	ms, _ := Mounts(mountinfo)
 	var h Hierarchies
 	h.V2, _ = hierarchyMount(ms, func(m Mount) bool { return m.FSType == "cgroup2" })
 	for _, c := range controllers {
 		point, ok := hierarchyMount(ms, func(m Mount) bool { return m.FSType == "cgroup" && hasController(m.Options, c) })
-		if ok {
-			h.V1, h.Controller = point, c
+		if !ok {
+			continue
+		}
+		if id, ok := HierarchyID(filepath.Join(filepath.Dir(mountinfo), "cgroup"), c); ok {
+			h.V1, h.Controller, h.ID = point, c, id
 			break
 		}
 	}
 	return h
+}
+
+// HierarchyID reads a /proc/PID/cgroup file for the id of the cgroup v1
+// hierarchy controller is bound to (a line's first field,
+// "ID:CONTROLLERS:PATH"). A hierarchy unmounted and mounted again gets
+// another id, its cgroups other kernfs ids.
+func HierarchyID(cgroupFile, controller string) (int, bool) {
+	b, err := os.ReadFile(cgroupFile)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		id, rest, _ := strings.Cut(line, ":")
+		ctrls, _, ok := strings.Cut(rest, ":")
+		if n, err := strconv.Atoi(id); ok && err == nil && n > 0 && hasController(ctrls, controller) {
+			return n, true
+		}
+	}
+	return 0, false
 }
 
 // hasController reports whether a cgroup v1 mount's options ("rw,cpu,cpuacct")

@@ -101,42 +101,72 @@ func TestCgroup2Mount(t *testing.T) {
 }
 
 // The v1 hierarchy that identifies a process is the first of the
-// controllers asked for that is mounted whole; co-mounted controllers
-// count, named hierarchies do not.
+// controllers asked for that is mounted whole, with its id from the
+// cgroup file beside mountinfo; co-mounted controllers count, named
+// hierarchies do not, nor one whose id is not there.
 func TestFindHierarchies(t *testing.T) {
-	mi := filepath.Join(t.TempDir(), "mountinfo")
+	dir := t.TempDir()
+	mi, cg := filepath.Join(dir, "mountinfo"), filepath.Join(dir, "cgroup")
 	prefer := []string{"pids", "memory", "cpu"}
+	ids := "8:pids:/\n4:memory:/docker/abc\n3:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n"
 	for _, c := range []struct {
-		name, text string
-		want       Hierarchies
+		name, text, cgroup string
+		want               Hierarchies
 	}{
 		{"hybrid", "25 30 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n" +
 			"26 25 0:23 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" +
 			"27 25 0:24 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,nosuid,nodev,noexec,relatime,pids\n" +
-			"34 25 0:31 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n",
-			Hierarchies{V2: "/sys/fs/cgroup/unified", V1: "/sys/fs/cgroup/pids", Controller: "pids"}},
+			"34 25 0:31 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n", ids,
+			Hierarchies{V2: "/sys/fs/cgroup/unified", V1: "/sys/fs/cgroup/pids", Controller: "pids", ID: 8}},
 		{"v1 only, cpu with cpuacct", "25 30 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n" +
 			"26 25 0:23 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n" +
-			"28 25 0:25 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
-			Hierarchies{V1: "/sys/fs/cgroup/cpu,cpuacct", Controller: "cpu"}},
-		{"v2 only", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+			"28 25 0:25 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n", ids,
+			Hierarchies{V1: "/sys/fs/cgroup/cpu,cpuacct", Controller: "cpu", ID: 3}},
+		{"v2 only", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n", "0::/\n",
 			Hierarchies{V2: "/sys/fs/cgroup"}},
 		// In a cgroup namespace, the host's hierarchy, mounted over the
 		// namespace's own, is the one.
 		{"in a cgroup namespace", "40 30 0:23 / /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n" +
-			"41 40 0:23 /.. /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n",
-			Hierarchies{V1: "/sys/fs/cgroup/pids", Controller: "pids"}},
+			"41 40 0:23 /.. /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n", ids,
+			Hierarchies{V1: "/sys/fs/cgroup/pids", Controller: "pids", ID: 8}},
 		{"a part of a hierarchy", "40 30 0:23 /docker /mnt/pids ro - cgroup cgroup rw,pids\n" +
-			"41 30 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
-			Hierarchies{V1: "/sys/fs/cgroup/memory", Controller: "memory"}},
-		{"a named hierarchy only", "26 25 0:23 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", Hierarchies{}},
+			"41 30 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", ids,
+			Hierarchies{V1: "/sys/fs/cgroup/memory", Controller: "memory", ID: 4}},
+		{"a named hierarchy only", "26 25 0:23 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n", ids, Hierarchies{}},
+		// pids mounted, but bound to no hierarchy now as the cgroup
+		// file says: the next one.
+		{"an id missing", "26 25 0:23 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n" +
+			"27 25 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n", "4:memory:/\n0::/\n",
+			Hierarchies{V1: "/sys/fs/cgroup/memory", Controller: "memory", ID: 4}},
 	} {
 		if err := os.WriteFile(mi, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cg, []byte(c.cgroup), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if got := FindHierarchies(mi, prefer); got != c.want {
 			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
 		}
+	}
+}
+
+func TestHierarchyID(t *testing.T) {
+	cg := filepath.Join(t.TempDir(), "cgroup")
+	if err := os.WriteFile(cg, []byte("12:pids:/x\n4:cpu,cpuacct:/\n1:name=systemd:/\nx:memory:/\n0::/\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		controller string
+		id         int
+		ok         bool
+	}{{"pids", 12, true}, {"cpuacct", 4, true}, {"memory", 0, false}, {"devices", 0, false}, {"", 0, false}} {
+		if id, ok := HierarchyID(cg, c.controller); id != c.id || ok != c.ok {
+			t.Errorf("%q: %d %v, want %d %v", c.controller, id, ok, c.id, c.ok)
+		}
+	}
+	if _, ok := HierarchyID(cg+".missing", "pids"); ok {
+		t.Error("an id from no file")
 	}
 }
 

@@ -28,7 +28,11 @@ func CgroupV1(t testing.TB) procfs.Hierarchies {
 	for _, c := range procfs.CgroupV1Controllers {
 		dir, err := MountCgroupV1(t, c)
 		if err == nil {
-			h.V1, h.Controller = dir, c
+			id, ok := procfs.HierarchyID("/proc/self/cgroup", c)
+			if !ok {
+				t.Fatalf("the %s hierarchy mounted at %s has no id in /proc/self/cgroup", c, dir)
+			}
+			h.V1, h.Controller, h.ID = dir, c, id
 			return h
 		}
 		errs = append(errs, c+": "+err.Error())

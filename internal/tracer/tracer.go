@@ -162,7 +162,7 @@ func New(cfg Config, stdout, stderr io.Writer) (_ *Session, err error) {
 	s.probe, err = probe.Open(probe.Options{
 		Kinds: cfg.Kinds, BufferSize: cfg.BufferSize, Debug: cfg.Debug,
 		Filter: filter, Hooks: cfg.Hooks, Limits: cfg.Limits,
-		Failed: cfg.Failed, Ancestors: cfg.Ancestors, CgroupV1: s.hier.Controller,
+		Failed: cfg.Failed, Ancestors: cfg.Ancestors, CgroupV1: s.hier.Controller, CgroupV1Hierarchy: s.hier.ID,
 	})
 	if err != nil {
 		return nil, err
