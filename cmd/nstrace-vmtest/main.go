@@ -49,12 +49,14 @@ var suites = []struct{ name, pkg string }{
 	{"nstrace", "./cmd/nstrace"},
 }
 
-// guestSkip are the tests a guest does not run: those of container
-// runtimes with daemons (containerd, Docker, Podman, and pods through
-// containerd's CRI), which the host's suite runs. runc's container tests
-// run in every guest. Top-level alternatives, each a test/subtest path.
+// guestSkip are the tests a guest does not run, which the host's suite
+// runs: those of container runtimes with daemons (containerd, Docker,
+// Podman, and pods through containerd's CRI), and the man page's
+// rendering (no groff in a guest; the page does not depend on the
+// kernel). runc's container tests run in every guest. Top-level
+// alternatives, each a test/subtest path.
 const guestSkip = "TestPrivilegedContainer/^(containerd|docker|podman)$" +
-	"|^TestPrivilegedNSSharedBy(Containers|Pod)$|^TestPrivilegedPods$"
+	"|^TestPrivilegedNSSharedBy(Containers|Pod)$|^TestPrivilegedPods$|^TestManPageRenders$"
 
 // cgroupV1Mounts are the cgroup v1 hierarchies a cgroup=v1 guest mounts,
 // as a legacy-layout init does (cpu and cpuacct together).
