@@ -310,6 +310,8 @@ func (r *Registry) Containers() map[CgroupKey]Info {
 // which the event itself carries, is not.
 type watcher struct {
 	fd   int
+	stop int           // an eventfd: close's word to run
+	done chan struct{} // closed when run has returned
 	mu   sync.Mutex
 	dirs map[int32]string
 	buf  []byte
@@ -327,7 +329,12 @@ func newWatcher(r *Registry) *watcher {
 	if err != nil {
 		return nil
 	}
-	w := &watcher{fd: fd, dirs: map[int32]string{}, buf: make([]byte, 64<<10)}
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	w := &watcher{fd: fd, stop: stop, done: make(chan struct{}), dirs: map[int32]string{}, buf: make([]byte, 64<<10)}
 	for _, pattern := range r.roots.Runc {
 		// Watch the deepest existing directory above the pattern's
 		// wildcard, and everything below it that exists.
@@ -359,17 +366,27 @@ func (w *watcher) add(dir string) {
 	w.mu.Unlock()
 }
 
-func (w *watcher) close() { unix.Close(w.fd) }
+// close stops run, then closes the descriptors: closed under a running
+// poll, the inotify fd's number could be handed to another watcher,
+// whose events this one's run would then take.
+func (w *watcher) close() {
+	one := [8]byte{1}
+	_, _ = unix.Write(w.stop, one[:])
+	<-w.done
+	unix.Close(w.fd)
+	unix.Close(w.stop)
+}
 
 // run applies what the watch sees as it comes, so that a state file is
-// read while it exists; it ends when the watcher is closed.
+// read while it exists; it ends when close asks.
 func (w *watcher) run(r *Registry) {
-	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	defer close(w.done)
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.stop), Events: unix.POLLIN}}
 	for {
 		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
 			return
 		}
-		if fds[0].Revents&(unix.POLLNVAL|unix.POLLERR) != 0 {
+		if fds[1].Revents != 0 || fds[0].Revents&(unix.POLLNVAL|unix.POLLERR) != 0 {
 			return
 		}
 		ch := w.drain()
