@@ -6,6 +6,7 @@ package testutil
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -135,10 +136,24 @@ func (c *Collector) Wait(t testing.TB, n int, timeout time.Duration, match func(
 			t.Fatalf("reading events: %v", err)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %d matching events, have %d", timeout, n, len(out))
+			t.Fatalf("timed out after %v waiting for %d matching events, have %d; %s", timeout, n, len(out), c.summary())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// summary says what did arrive, for a failure's message: how many
+// events, the losses the kernel side counted, and the last execs.
+func (c *Collector) summary() string {
+	evs := c.Events()
+	var execs []string
+	for i := len(evs) - 1; i >= 0 && len(execs) < 5; i-- {
+		if e := evs[i]; e.Kind == event.Exec {
+			execs = append(execs, fmt.Sprintf("%d %q %q", e.PID, e.Comm, e.Args))
+		}
+	}
+	lost, _ := c.p.Losses()
+	return fmt.Sprintf("%d events in all, %d queued unread, lost %v, last execs (newest first) %v", len(evs), c.p.Pending(), lost, execs)
 }
 
 // Settle waits until every event queued now has been read.
