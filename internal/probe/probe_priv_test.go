@@ -60,6 +60,20 @@ func start(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
 	return cmd
 }
 
+// waitExeced waits up to a minute for process pid's command line to be
+// cmdline (NUL-terminated arguments): its exec has happened.
+func waitExeced(t *testing.T, pid uint32, cmdline string) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/cmdline", pid)
+	if !testutil.Eventually(time.Minute, 10*time.Millisecond, func() bool {
+		b, _ := os.ReadFile(path)
+		return string(b) == cmdline
+	}) {
+		b, _ := os.ReadFile(path)
+		t.Fatalf("process %d did not exec in a minute: its command line is %q", pid, b)
+	}
+}
+
 func procNS(t *testing.T, pid uint32) ns.Set {
 	t.Helper()
 	set, err := procfs.ReadPIDNS(procfs.Root, pid)
@@ -429,6 +443,10 @@ func TestPrivilegedUnshare(t *testing.T) {
 	m := marker()
 	cmd := start(t, exec.Command("unshare", "-n", "-u", "sleep", m))
 	pid := uint32(cmd.Process.Pid)
+	// A new network namespace can take long to make under emulation,
+	// behind the teardown of earlier tests' ones: the event is waited for
+	// once the exec has happened.
+	waitExeced(t, pid, "sleep\x00"+m+"\x00")
 	c.Wait(t, 1, wait, isExec("sleep", m))
 	after := procNS(t, pid)
 
