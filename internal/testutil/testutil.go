@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,13 @@ func CollectWith(t testing.TB, opts probe.Options) *Collector {
 	if opts.Hooks == probe.HooksAuto {
 		opts.Hooks = Hooks(t)
 	}
+	// The kernel marks the threads that exist when the first program
+	// attaches to the syscall tracepoints; a thread being cloned at that
+	// moment can miss the mark, and so can everything it forks. The
+	// test's processes are forked from this goroutine's thread, which is
+	// older than the attach, from here to the test's end.
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
 	p, err := probe.Open(opts)
 	if err != nil {
 		t.Fatalf("opening probe: %v", err)
