@@ -106,6 +106,7 @@ func TestPrivilegedNSListing(t *testing.T) {
 	}
 	defer func() { _ = sl.Process.Kill(); _ = sl.Wait() }()
 	name := fmt.Sprintf("nstrace-ns-%d", rand.IntN(1_000_000))
+	testutil.SharedNetnsDir(t)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}

@@ -663,6 +663,7 @@ func TestPrivilegedIPNetns(t *testing.T) {
 	}
 	c := testutil.Collect(t, event.KindSet(0).Add(event.Setns).Add(event.Exec))
 	name := fmt.Sprintf("nstrace-test-%d", rand.IntN(1_000_000))
+	testutil.SharedNetnsDir(t)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}

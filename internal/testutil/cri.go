@@ -279,6 +279,7 @@ func StartCRI(t testing.TB) *CRI {
 		t.Fatal("the CNI plugins are needed in /usr/lib/cni: apt-get install containernetworking-plugins (make test installs it)")
 	}
 	crictl := Crictl(t)
+	SharedNetnsDir(t)
 	dir, err := os.MkdirTemp("/run", "nstrace-cri-")
 	if err != nil {
 		t.Fatal(err)

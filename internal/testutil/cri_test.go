@@ -61,6 +61,28 @@ func TestPrivilegedCRIPod(t *testing.T) {
 				t.Errorf("%s's cgroups: %s", id, cg)
 			}
 		}
+		// The pod's network namespace is held by a mount in NetnsDir's
+		// own mount, where an `ip netns add` cannot bury it: one made now
+		// leaves the pod to be removed as usual (Remove fails t if not).
+		netns := nsLink(t, sandbox, "net")
+		var dir, held []string
+		for _, m := range mountinfo(t) {
+			if m[3] == NetnsDir {
+				dir = m
+			}
+			if m[2] == netns {
+				held = m
+			}
+		}
+		if dir == nil || held == nil || held[1] != dir[0] || filepath.Dir(held[3]) != NetnsDir {
+			t.Errorf("the pod's %s is mounted at %v, %s at %v", netns, held, NetnsDir, dir)
+		}
+		name := "nstrace-cri-" + strconv.Itoa(os.Getpid())
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns add: %v: %s", err, out)
+		}
+		defer exec.Command("ip", "netns", "del", name).Run()
+
 		log, err := os.ReadFile(p.LogPath("app"))
 		if f := strings.Fields(string(log)); err != nil || len(f) < 3 || f[1] != "stdout" || f[2] != "F" || !strings.Contains(string(log), " hello from app\n") {
 			t.Errorf("app's log %s: %q %v", p.LogPath("app"), log, err)
@@ -94,6 +116,23 @@ func TestPrivilegedCRIPod(t *testing.T) {
 	if shims := shimsOf(c.Socket); len(shims) > 0 {
 		t.Errorf("shims left: %v", shims)
 	}
+}
+
+// mountinfo is this process's mounts: each line's id, parent id, root
+// and mount point.
+func mountinfo(t testing.TB) [][]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 5 {
+			out = append(out, []string{f[0], f[1], f[3], f[4]})
+		}
+	}
+	return out
 }
 
 // othersClaimed reports whether another CRI holds a claim on a /24; a

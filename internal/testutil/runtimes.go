@@ -417,6 +417,7 @@ func ImportBusybox(t testing.TB, runtime string) string {
 		return ContainerdBusybox
 	case "podman":
 		NeedTools(t, "podman", "runc")
+		SharedNetnsDir(t)
 		Run(t, "podman", "import", BusyboxTar(t), PodmanBusybox)
 		return PodmanBusybox
 	}
