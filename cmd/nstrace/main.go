@@ -80,7 +80,7 @@ func traceFlags(cfg *tracer.Config) (*pflag.FlagSet, traceArgs) {
 	a.pids = fs.StringSliceP("pid", "p", nil, "only these processes (PID[,PID...])")
 	fs.BoolVarP(&sc.Follow, "follow", "f", false, "with --pid: also their descendants born from now on")
 	a.nsList = fs.StringArray("ns", nil, "only processes in this namespace: INODE, TYPE:INODE, pid:PID or TYPE:pid:PID (repeatable)")
-	fs.StringArrayVar(&sc.Containers, "container", nil, "only processes of this container: name, id or id prefix, any runtime (repeatable)")
+	fs.StringArrayVar(&sc.Containers, "container", nil, "only processes of this container: name, id or hex id prefix, any runtime (repeatable)")
 	fs.StringArrayVar(&sc.Comms, "comm", nil, "only processes with this command name (repeatable)")
 	fs.BoolVar(&sc.OnlyHost, "host", false, "only processes in the host's namespaces (the kernel's first task's)")
 	fs.BoolVar(&sc.NotHost, "no-host", false, "only processes in some namespace other than the host's")

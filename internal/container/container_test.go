@@ -161,9 +161,17 @@ func TestRegistryRuntimes(t *testing.T) {
 			"io.kubernetes.cri.container-name": "app", "io.kubernetes.cri.image-name": "shop/app:2",
 		})
 
+	// Podman's container that its containers.json does not list, and
+	// CRI-O's outside a pod, in runc's own state: the id is no name.
+	unlistedID, crioID := "a"+id[1:], "b"+id[1:]
+	unlisted := h.container(filepath.Join(run, "runc"), unlistedID, "libpod_parent/libpod-"+unlistedID, nil)
+	crio := h.container(filepath.Join(run, "runc"), crioID, "machine.slice/crio-"+crioID+".scope", nil)
+
 	r := NewRegistry(h.roots, false)
 	defer r.Close()
 	checkLookups(t, r, []lookup{
+		{unlisted, Info{ID: unlistedID, Runtime: "podman"}},
+		{crio, Info{ID: crioID, Runtime: "cri-o"}},
 		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
 		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
 		{dock, Info{ID: id, Name: "web", Runtime: "docker", Image: "busybox:latest"}},
@@ -178,8 +186,12 @@ func TestRegistryRuntimes(t *testing.T) {
 	if err != nil || len(found) != 1 || found[dock.Key()].ID != id {
 		t.Errorf("find by name: %v %v", found, err)
 	}
-	if found, _ := r.Find("myb"); len(found) != 1 || found[plain.Key()].Name != "mybox" {
-		t.Errorf("find by id prefix: %v", found)
+	if found, err := r.Find(id[:5]); err != nil || len(found) != 1 || found[dock.Key()].Name != "web" {
+		t.Errorf("find by id prefix: %v %v", found, err)
+	}
+	// A runc id is the name it was given: a part of it names nothing.
+	if found, err := r.Find("myb"); err != nil || len(found) != 0 {
+		t.Errorf("a part of a runc id's name: %v %v", found, err)
 	}
 	if found, _ := r.Find("api-1/app"); len(found) != 1 {
 		t.Errorf("find a pod's container: %v", found)
@@ -211,9 +223,17 @@ func TestRegistryCgroupV1(t *testing.T) {
 	k8s := h.containerIn(filepath.Join(run, "containerd", "runc", "k8s.io"), k8sID, "kubepods/burstable/pod"+pod+"/"+k8sID,
 		map[string]string{"io.kubernetes.cri.sandbox-name": "api-1", "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app"}, v1)["pids"]
 
+	// Podman's container that its containers.json does not list, and
+	// CRI-O's outside a pod, in runc's own state: the id is no name.
+	unlistedID, crioID := "a"+id[1:], "b"+id[1:]
+	unlisted := h.container(filepath.Join(run, "runc"), unlistedID, "libpod_parent/libpod-"+unlistedID, nil)
+	crio := h.container(filepath.Join(run, "runc"), crioID, "machine.slice/crio-"+crioID+".scope", nil)
+
 	r := NewRegistry(h.roots, false)
 	defer r.Close()
 	checkLookups(t, r, []lookup{
+		{unlisted, Info{ID: unlistedID, Runtime: "podman"}},
+		{crio, Info{ID: crioID, Runtime: "cri-o"}},
 		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
 		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
 		{dock["pids"], Info{ID: id, Name: "web", Runtime: "docker"}},
@@ -471,5 +491,43 @@ func TestRegistryOnContainer(t *testing.T) {
 		mu.Lock()
 		t.Errorf("told %v, want %v", got, want)
 		mu.Unlock()
+	}
+}
+
+// A reference names a container by its id, its name, a hex prefix of its
+// id, or its pod: never by a part of a name.
+func TestMatch(t *testing.T) {
+	runcBox := &Info{ID: "webapp", Name: "webapp", Runtime: "runc"}
+	dock := &Info{ID: id, Name: "web", Runtime: "docker"}
+	app := &Info{ID: "8" + id[1:], Runtime: "containerd", Pod: &event.Pod{Name: "api-1", Namespace: "shop", Container: "app"}}
+	sandbox := &Info{ID: "7" + id[1:], Runtime: "containerd", Pod: &event.Pod{Name: "api-1", Namespace: "shop", Sandbox: true}}
+	for _, c := range []struct {
+		c    *Info
+		ref  string
+		want bool
+	}{
+		{runcBox, "webapp", true},
+		{runcBox, "web", false},
+		{runcBox, "weba", false},
+		{dock, "web", true},
+		{dock, id, true},
+		{dock, id[:12], true},
+		{dock, id[:3], true},
+		{dock, id[:2], false},
+		{dock, "3F2A8E", false},
+		{dock, "3f2a8x", false},
+		{app, "api-1", true},
+		{app, "shop/api-1", true},
+		{app, "api-1/app", true},
+		{app, "other/api-1", false},
+		{app, "api-1/(sandbox)", false},
+		{sandbox, "api-1/(sandbox)", true},
+		{sandbox, "api-1/app", false},
+		{nil, "web", false},
+		{dock, "", false},
+	} {
+		if got := Match(c.c, c.ref); got != c.want {
+			t.Errorf("Match(%+v, %q) = %v, want %v", c.c, c.ref, got, c.want)
+		}
 	}
 }

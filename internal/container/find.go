@@ -10,14 +10,17 @@ import (
 	"github.com/nstrace/nstrace/internal/event"
 )
 
-// Match reports whether ref names c: its id, an id prefix of at least 3
-// characters, its name, or for Kubernetes its pod (POD, NAMESPACE/POD) or
-// POD/CONTAINER (POD/(sandbox) for the pod's sandbox).
+// Match reports whether ref names c: its id, its name, an id prefix of
+// at least 3 hex digits, or for Kubernetes its pod (POD, NAMESPACE/POD)
+// or POD/CONTAINER (POD/(sandbox) for the pod's sandbox). A prefix is
+// hex, as the ids runtimes make are (Docker's, CRI's, Podman's): a
+// name-like ref is a whole name, so --container web is never webapp,
+// whose runc id is its name.
 func Match(c *Info, ref string) bool {
 	if c == nil || ref == "" {
 		return false
 	}
-	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && strings.HasPrefix(c.ID, ref)) {
+	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && isHex(ref) && strings.HasPrefix(c.ID, ref)) {
 		return true
 	}
 	if p := c.Pod; p != nil && p.Name != "" {
@@ -25,6 +28,16 @@ func Match(c *Info, ref string) bool {
 			p.Container != "" && ref == p.Name+"/"+p.Container || p.Sandbox && ref == p.Name+"/"+event.SandboxName
 	}
 	return false
+}
+
+// isHex reports whether s is lower-case hex digits only.
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Find lists the running containers ref names, by cgroup. None is no

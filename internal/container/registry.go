@@ -261,7 +261,12 @@ func (r *Registry) readStateLocked(path string) {
 		named = rc.cgroupV1
 	}
 	if byName, ok := FromCgroup(named.Cgroup); ok && byName.ID == c.ID {
-		if byName.Runtime != "" {
+		if byName.Runtime != "" && byName.Runtime != c.Runtime {
+			// Plain runc's id is the name its user gave; the id of
+			// Podman's or CRI-O's container in runc's state is not.
+			if c.Runtime == "runc" {
+				c.Name = ""
+			}
 			c.Runtime = byName.Runtime
 		}
 		c.Pod = mergePod(c.Pod, byName.Pod)
