@@ -54,7 +54,7 @@ check-generated: generate
 # plugins; Graphviz's dot renders nstrace ns --dot; a Prometheus server
 # scrapes nstrace and an OpenTelemetry Collector (make otelcol) reads its
 # pod log.
-TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv promtool prometheus containerd ctr dockerd docker podman /usr/lib/cni/bridge dot groff
+TEST_TOOLS := runc busybox ip unshare nsenter lsns setpriv taskset promtool prometheus containerd ctr dockerd docker podman /usr/lib/cni/bridge dot groff
 TEST_PKGS := runc busybox-static iproute2 util-linux prometheus containerd docker.io podman containernetworking-plugins graphviz groff-base
 # The release the tests check for, from the file they embed.
 CRICTL_VERSION := $(shell cat internal/testutil/crictl-version)

@@ -17,7 +17,7 @@ import (
 // (sleep, true, ps, cp, env, mount, poweroff...). Debian's sh (dash)
 // replaces busybox's, whose built-in applets would not exec as the tests
 // expect.
-var guestTools = []string{"unshare", "nsenter", "lsns", "setpriv", "ip", "runc", "sh", "promtool"}
+var guestTools = []string{"unshare", "nsenter", "lsns", "setpriv", "taskset", "ip", "runc", "sh", "promtool"}
 
 // guestPackages hold the tools above and the libraries they load, for a
 // guest of another architecture than the host's: fetched with apt-get

@@ -886,10 +886,17 @@ func (p *Probe) Next(e *event.Event) error {
 }
 
 // forgetCgroups tells the kernel side the decoder dropped these cgroups'
-// names: it sends them again when it next sees them.
+// names: it sends them again when it next sees them. Each CPU's recent
+// cgroups, taken as sent without a look in cgroups_sent, are emptied
+// too (in shared memory: no system call); a program that found one of
+// these ids in cgroups_sent just before its removal may still note it
+// there as recent, until eight other cgroups push it out.
 func (p *Probe) forgetCgroups(ids []uint64) {
 	for _, id := range ids {
 		_ = p.maps.cgroupsSent.Delete(id)
+	}
+	if v := p.vars.NstRecentCgroups; v != nil {
+		_ = v.Set(make([]byte, v.Size()))
 	}
 }
 

@@ -399,6 +399,50 @@ func TestPrivilegedCgroupNamesBeforeFirstEvent(t *testing.T) {
 	}
 }
 
+// A cgroup whose names the decoder forgot has them sent again with its
+// next event, even on a CPU that saw it a moment before (the kernel's
+// list of each CPU's recent cgroups is emptied with the rest).
+func TestPrivilegedCgroupNamesSentAgain(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	testutil.NeedTools(t, "taskset")
+	mount, ok := procfs.Cgroup2Mount(procfs.Root + "/self/mountinfo")
+	if !ok {
+		t.Fatal("no cgroup v2 mount")
+	}
+	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))
+	dir := testutil.CgroupDir(t, mount, "nstrace-test-"+marker())
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	// An exec in the cgroup, on CPU 0.
+	execIn := func() {
+		t.Helper()
+		m := marker()
+		script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec /bin/true %s", dir, m)
+		if out, err := exec.Command("taskset", "-c", "0", "sh", "-c", script).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		ex := c.Wait(t, 1, wait, isExec("/bin/true", m))[0]
+		if ex.CgroupID != st.Ino || ex.CgroupName != filepath.Base(dir) {
+			t.Errorf("exec: cgroup %d %q, want %d %q", ex.CgroupID, ex.CgroupName, st.Ino, filepath.Base(dir))
+		}
+	}
+	execIn()
+	p := c.Probe()
+	if !p.CgroupSent(st.Ino) {
+		t.Fatalf("cgroup %d: names not noted as sent", st.Ino)
+	}
+	p.ForgetCgroups([]uint64{st.Ino})
+	if p.CgroupSent(st.Ino) {
+		t.Fatalf("cgroup %d: still noted as sent once forgotten", st.Ino)
+	}
+	execIn()
+	if !p.CgroupSent(st.Ino) {
+		t.Errorf("cgroup %d: names not sent again after they were forgotten", st.Ino)
+	}
+}
+
 func TestPrivilegedLongArgs(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	c := testutil.Collect(t, event.KindSet(0).Add(event.Exec))

@@ -40,7 +40,7 @@ func NeedTools(t testing.TB, tools ...string) {
 	pkgs := map[string]string{
 		"runc": "runc", "busybox": "busybox-static", "containerd": "containerd", "ctr": "containerd",
 		"docker": "docker.io", "dockerd": "docker.io", "podman": "podman", "ip": "iproute2", "dot": "graphviz",
-		"unshare": "util-linux", "nsenter": "util-linux", "lsns": "util-linux", "setpriv": "util-linux",
+		"unshare": "util-linux", "nsenter": "util-linux", "lsns": "util-linux", "setpriv": "util-linux", "taskset": "util-linux",
 		"promtool": "prometheus", "prometheus": "prometheus", "groff": "groff-base",
 	}
 	for _, tool := range tools {
