@@ -181,6 +181,18 @@ func TestRegistryRuntimes(t *testing.T) {
 	if c := r.Lookup(Cgroup{ID: 12345, Name: "session-1.scope", Parent: "user.slice"}); c != nil {
 		t.Errorf("a host cgroup in a container: %+v", c)
 	}
+	// Cgroups a user made in a subtree of their own, named after
+	// containers runc's state puts elsewhere, are none of them.
+	for _, forged := range []Cgroup{
+		{ID: 23456, Name: "docker-" + id + ".scope", Parent: "user@1000.service"},
+		{ID: 23457, Name: id, Parent: "docker"},
+		{ID: 23458, Name: k8sID, Parent: "pod" + pod},
+		{ID: 23459, Name: "libpod-" + podID, Parent: "libpod_parent"},
+	} {
+		if c := r.Lookup(forged); c != nil {
+			t.Errorf("%+v, only named like a container, is %+v", forged, c)
+		}
+	}
 
 	found, err := r.Find("web")
 	if err != nil || len(found) != 1 || found[dock.Key()].ID != id {
@@ -307,6 +319,40 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 	again := h.container(filepath.Join(run, "runc"), "quick2", "quick", nil)
 	if again.ID == cg.ID {
 		t.Skip("the file system reused the inode") // tmpfs may; cgroupfs never does
+	}
+}
+
+// A Docker container started again keeps its id, in a new cgroup of the
+// same name: once runc's state says so, that cgroup is the container's.
+func TestRegistryRestartedContainer(t *testing.T) {
+	h := newFakeHost(t)
+	state := filepath.Join(filepath.Dir(h.roots.Runc[0]), "docker", "runtime-runc", "moby")
+	first := h.container(state, id, "docker/"+id, nil)
+	h.write(filepath.Join(h.roots.Docker, id, "config.v2.json"), map[string]any{"Name": "/web"})
+	r := NewRegistry(h.roots, true)
+	defer r.Close()
+	if c := r.Lookup(first); c == nil || c.Name != "web" {
+		t.Fatalf("the container: %+v", c)
+	}
+	if err := os.RemoveAll(filepath.Join(h.roots.Cgroups.V2, "docker", id)); err != nil {
+		t.Fatal(err)
+	}
+	// Kept while the first is: a file system may give a new directory a
+	// free inode again, cgroupfs never does.
+	keep := filepath.Join(h.roots.Cgroups.V2, "keep")
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	second := h.container(state, id, "docker/"+id, nil)
+	if second.ID == first.ID {
+		t.Skip("the file system reused the inode")
+	}
+	var c *Info
+	for deadline := time.Now().Add(5 * time.Second); c == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		c = r.Lookup(second)
+	}
+	if c == nil || c.ID != id || c.Name != "web" {
+		t.Errorf("the container started again: %+v", c)
 	}
 }
 

@@ -195,10 +195,11 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 		return c
 	}
 	byName, named := FromCgroup(cg)
-	if (!named || byName.Runtime == "") && cg.ID != 0 {
+	if (!named || byName.Runtime == "" || r.byID[byName.ID] != nil) && cg.ID != 0 {
 		// The watch may not have read the runtime's newest state yet: a
-		// cgroup named like none, or a pod's container (cgroupfs driver)
-		// whose runtime only the state tells.
+		// cgroup named like none, a pod's container (cgroupfs driver)
+		// whose runtime only the state tells, or a container whose
+		// state named another cgroup (one made again on a restart).
 		if r.watch != nil {
 			r.applyLocked(r.watch.drain())
 		}
@@ -215,6 +216,12 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 	}
 	c := byName
 	if known := r.byID[c.ID]; known != nil {
+		if cg.ID != 0 {
+			// runc's state gives this container other cgroups: this
+			// one is only named like it, as anyone who may make
+			// cgroups (a user's delegated systemd subtree) can name one.
+			return nil
+		}
 		// The same container, seen through runc's state: its runtime as
 		// the cgroup names it, its pod as either says.
 		merged := *known
