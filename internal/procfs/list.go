@@ -3,11 +3,14 @@
 package procfs
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/ns"
 )
@@ -28,11 +31,19 @@ type Proc struct {
 	Readable bool
 }
 
-// ReadProc reads one process. ok is false if it is gone.
+// ReadProc reads one process. ok is false if it is gone. Every file is
+// read through one open directory of the process: a pid that another
+// process takes meanwhile makes the reads fail, never mixes the two.
 func ReadProc(procRoot string, pid uint32) (Proc, bool) {
 	p := Proc{PID: pid}
 	dir := filepath.Join(procRoot, strconv.Itoa(int(pid)))
-	status, err := os.ReadFile(filepath.Join(dir, "status"))
+	d, err := os.Open(dir)
+	if err != nil {
+		return p, false
+	}
+	defer d.Close()
+	at := procDir{int(d.Fd())}
+	status, err := at.readFile("status")
 	if err != nil {
 		return p, false
 	}
@@ -60,9 +71,9 @@ func ReadProc(procRoot string, pid uint32) (Proc, bool) {
 			}
 		}
 	}
-	set, err := ReadPIDNS(procRoot, pid)
+	set, err := readNS(at.readlink, dir)
 	p.NS, p.Readable = set, err == nil
-	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+	if b, err := at.readFile("cgroup"); err == nil {
 		var v1 []string
 		for _, line := range strings.Split(string(b), "\n") {
 			if rest, ok := strings.CutPrefix(line, "0::"); ok {
@@ -74,6 +85,32 @@ func ReadProc(procRoot string, pid uint32) (Proc, bool) {
 		p.CgroupsV1 = strings.Join(v1, "\n")
 	}
 	return p, true
+}
+
+// procDir reads a process's files relative to its open directory.
+type procDir struct{ fd int }
+
+func (d procDir) readFile(name string) ([]byte, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+func (d procDir) readlink(name string) (string, error) {
+	for size := 128; ; size *= 2 {
+		b := make([]byte, size)
+		n, err := unix.Readlinkat(d.fd, name, b)
+		if err != nil {
+			return "", &os.PathError{Op: "readlinkat", Path: name, Err: err}
+		}
+		if n < size {
+			return string(b[:n]), nil
+		}
+	}
 }
 
 // Procs reads every process under procRoot, in pid order.

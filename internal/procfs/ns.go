@@ -22,11 +22,18 @@ const Root = "/proc"
 // kernel refuses, as for PID 1 in some sandboxes) stays 0: unknown. The
 // error reports only that none could be read.
 func ReadNS(procRoot, pid string) (ns.Set, error) {
+	return readNS(func(name string) (string, error) { return os.Readlink(filepath.Join(procRoot, pid, name)) },
+		filepath.Join(procRoot, pid))
+}
+
+// readNS reads the namespace links through readlink, of a process's
+// directory dir.
+func readNS(readlink func(name string) (string, error), dir string) (ns.Set, error) {
 	var set ns.Set
 	var firstErr error
 	read := 0
 	for t := ns.Type(0); t < ns.Count; t++ {
-		target, err := os.Readlink(filepath.Join(procRoot, pid, "ns", t.String()))
+		target, err := readlink("ns/" + t.String())
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -40,9 +47,9 @@ func ReadNS(procRoot, pid string) (ns.Set, error) {
 	}
 	if read == 0 {
 		if firstErr == nil {
-			firstErr = fmt.Errorf("no namespace links under %s", filepath.Join(procRoot, pid, "ns"))
+			firstErr = fmt.Errorf("no namespace links under %s", filepath.Join(dir, "ns"))
 		}
-		return set, fmt.Errorf("reading namespaces of %s: %w", pid, firstErr)
+		return set, fmt.Errorf("reading namespaces of %s: %w", filepath.Base(dir), firstErr)
 	}
 	return set, nil
 }
