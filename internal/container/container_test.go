@@ -577,3 +577,57 @@ func TestMatch(t *testing.T) {
 		}
 	}
 }
+
+// A process a container moved into a cgroup of its own below the
+// container's (systemd in a container) is that container's; one in a
+// pod's cgroup, or in a host cgroup, is in none.
+func TestRegistryCgroupBelowContainer(t *testing.T) {
+	h := newFakeHost(t)
+	run := filepath.Dir(h.roots.Runc[0])
+	h.container(filepath.Join(run, "runc"), "mybox", "mybox", nil)
+	k8sID := "8" + id[1:]
+	h.container(filepath.Join(run, "containerd", "runc", "k8s.io"), k8sID,
+		"kubepods/besteffort/pod"+pod+"/"+k8sID, map[string]string{
+			"io.kubernetes.cri.sandbox-name": "api-1", "io.kubernetes.cri.sandbox-namespace": "shop",
+			"io.kubernetes.cri.container-name": "app",
+		})
+	r := NewRegistry(h.roots, false)
+	defer r.Close()
+	// The kernel's paths of cgroup ids, here from the tree itself.
+	r.paths = func(k CgroupKey) string {
+		found := ""
+		_ = filepath.WalkDir(h.roots.Cgroups.V2, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() && inode(p) == k.ID && !k.V1 {
+				found = strings.TrimPrefix(p, h.roots.Cgroups.V2)
+			}
+			return nil
+		})
+		return found
+	}
+	below := func(path string) Cgroup {
+		if err := os.MkdirAll(filepath.Join(h.roots.Cgroups.V2, path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return CgroupOfPath(h.roots.Cgroups.V2, "/"+path)
+	}
+	for path, want := range map[string]string{
+		"mybox/init.scope":                                     "mybox",
+		"mybox/system.slice/cron.service":                      "mybox",
+		"kubepods/besteffort/pod" + pod + "/" + k8sID + "/sub": k8sID,
+		"kubepods/besteffort/pod" + pod + "/other":             "",
+		"user.slice/user-1000.slice/session-1.scope":           "",
+		"a/b/c/d/e/f/g/h/mybox-not":                            "",
+	} {
+		c := r.Lookup(below(path))
+		if want == "" && c != nil || want != "" && (c == nil || c.ID != want) {
+			t.Errorf("%s: %+v, want %q", path, c, want)
+		}
+	}
+	// Beyond the depth the kernel's filter looks, no more.
+	if c := r.Lookup(below("mybox/1/2/3/4/5/6/7/8")); c != nil {
+		t.Errorf("eight below the container: %+v", c)
+	}
+	if c := r.Lookup(below("mybox/1/2/3/4/5/6/7")); c == nil || c.ID != "mybox" {
+		t.Errorf("seven below the container: %+v", c)
+	}
+}

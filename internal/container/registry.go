@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/event"
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // Registry attributes events to containers. It keeps an index of the
@@ -32,6 +33,9 @@ type Registry struct {
 	seenState map[string]bool         // state.json files read
 	created   map[string]bool         // container directories the watch saw made
 	watch     *watcher
+	// paths gives a cgroup's path in its hierarchy, "" if unknown.
+	paths      func(CgroupKey) string
+	closePaths func()
 	// onLearn is OnContainer's function, and learned what it is to be
 	// told once the lock is released.
 	onLearn func(Info, CgroupKey)
@@ -54,6 +58,10 @@ const (
 	// moved the container's first process in.
 	youngFor = 2 * time.Second
 	askEvery = 20 * time.Millisecond
+	// cgroupAncestors is how far above a process's cgroup a container's
+	// is looked for: as far as the kernel's --container filter looks
+	// (NST_CGROUP_DEPTH, the cgroup itself and seven above).
+	cgroupAncestors = 7
 )
 
 // asked is when a cgroup was first and last asked about.
@@ -67,6 +75,7 @@ func NewRegistry(roots Roots, watch bool) *Registry {
 	if watch {
 		r.watch = newWatcher(r)
 	}
+	r.paths, r.closePaths = cgroupPaths(roots.Cgroups)
 	r.mu.Lock()
 	r.scanLocked()
 	r.unlock()
@@ -113,6 +122,38 @@ func (r *Registry) Close() {
 	if r.watch != nil {
 		r.watch.close()
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closePaths != nil {
+		r.closePaths()
+		r.closePaths, r.paths = nil, nil
+	}
+}
+
+// cgroupPaths turns cgroup ids of the hierarchies that identify
+// processes into paths, asking the kernel (procfs.Cgroups); without a
+// hierarchy, its paths are unknown.
+func cgroupPaths(h procfs.Hierarchies) (func(CgroupKey) string, func()) {
+	var v2, v1 *procfs.Cgroups
+	if h.V2 != "" {
+		v2 = procfs.NewCgroups(h.V2)
+	}
+	if h.V1 != "" {
+		v1 = procfs.NewCgroups(h.V1)
+	}
+	paths := func(k CgroupKey) string {
+		if c := map[bool]*procfs.Cgroups{false: v2, true: v1}[k.V1]; c != nil {
+			return c.Path(k.ID)
+		}
+		return ""
+	}
+	return paths, func() {
+		for _, c := range []*procfs.Cgroups{v2, v1} {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
 }
 
 // Any reports whether any container is known.
@@ -149,6 +190,9 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 		return nil
 	}
 	c := r.identifyLocked(cg)
+	if c == nil && cg.ID != 0 {
+		c = r.aboveLocked(cg)
+	}
 	if c == nil && cg.ID != 0 {
 		// Not a container, or not yet in the runtime's state: ask again
 		// for a short while before taking no for an answer.
@@ -236,6 +280,42 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 	}
 	r.roots.describe(&c)
 	return &c
+}
+
+// aboveLocked names the container whose cgroup is above cg: a process
+// the container moved into a cgroup of its own below (systemd in a
+// container, a container in a container) is in that container still.
+// Only a container's own cgroup answers, never a pod's (a process in a
+// pod's cgroup is in none of its containers).
+func (r *Registry) aboveLocked(cg Cgroup) *Info {
+	if r.paths == nil {
+		return nil
+	}
+	path := r.paths(cg.Key())
+	for range cgroupAncestors {
+		if path == "" || path == "/" {
+			return nil
+		}
+		path = filepath.Dir(path)
+		if path == "/" {
+			return nil
+		}
+		up := r.roots.CgroupAt(path, cg.V1)
+		if up.ID == 0 {
+			return nil
+		}
+		// The runtimes' state was read again for cg a moment ago: an
+		// ancestor is known from it, or named like a container.
+		if c := r.index[up.Key()]; c != nil {
+			return c
+		}
+		if _, named := FromCgroup(up); named {
+			if c := r.identifyLocked(up); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
 }
 
 // scanLocked reads every runc state file not read before.
