@@ -142,10 +142,14 @@ func cgroupPaths(h procfs.Hierarchies) (func(CgroupKey) string, func()) {
 		v1 = procfs.NewCgroups(h.V1)
 	}
 	paths := func(k CgroupKey) string {
-		if c := map[bool]*procfs.Cgroups{false: v2, true: v1}[k.V1]; c != nil {
-			return c.Path(k.ID)
+		c := v2
+		if k.V1 {
+			c = v1
 		}
-		return ""
+		if c == nil {
+			return ""
+		}
+		return c.Path(k.ID)
 	}
 	return paths, func() {
 		for _, c := range []*procfs.Cgroups{v2, v1} {

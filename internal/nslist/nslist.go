@@ -76,6 +76,7 @@ func run(procRoot string, host ns.Set, roots container.Roots, q Query, out io.Wr
 		cgroups:    roots.Cgroups,
 		byCgroup:   map[cgroupPath]*event.Container{},
 	}
+	defer w.containers.Close()
 	switch {
 	case q.PID != 0:
 		return w.nsOfProcess(q.PID, q.JSON, out)
