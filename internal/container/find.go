@@ -10,17 +10,17 @@ import (
 	"github.com/nstrace/nstrace/internal/event"
 )
 
-// Match reports whether ref names c: its id, its name, an id prefix of
-// at least 3 hex digits, or for Kubernetes its pod (POD, NAMESPACE/POD)
-// or POD/CONTAINER (POD/(sandbox) for the pod's sandbox). A prefix is
-// hex, as the ids runtimes make are (Docker's, CRI's, Podman's): a
-// name-like ref is a whole name, so --container web is never webapp,
-// whose runc id is its name.
+// Match reports whether ref names c: its id, its name, a prefix of at
+// least 3 hex digits of an id a runtime made (Docker's, CRI's, Podman's:
+// 32 hex digits or more), or for Kubernetes its pod (POD,
+// NAMESPACE/POD) or POD/CONTAINER (POD/(sandbox) for the pod's
+// sandbox). A runc or ctr id is the name its user gave, and a name is
+// whole: --container web is never webapp, nor --container cafe cafe-db.
 func Match(c *Info, ref string) bool {
 	if c == nil || ref == "" {
 		return false
 	}
-	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && isHex(ref) && strings.HasPrefix(c.ID, ref)) {
+	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && isHex(ref) && isID(c.ID) && strings.HasPrefix(c.ID, ref)) {
 		return true
 	}
 	if p := c.Pod; p != nil && p.Name != "" {
