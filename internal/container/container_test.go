@@ -4,6 +4,7 @@ package container
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -235,17 +236,20 @@ func TestRegistryCgroupV1(t *testing.T) {
 	k8s := h.containerIn(filepath.Join(run, "containerd", "runc", "k8s.io"), k8sID, "kubepods/burstable/pod"+pod+"/"+k8sID,
 		map[string]string{"io.kubernetes.cri.sandbox-name": "api-1", "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-name": "app"}, v1)["pids"]
 
-	// Podman's container that its containers.json does not list, and
-	// CRI-O's outside a pod, in runc's own state: the id is no name.
-	unlistedID, crioID := "a"+id[1:], "b"+id[1:]
-	unlisted := h.container(filepath.Join(run, "runc"), unlistedID, "libpod_parent/libpod-"+unlistedID, nil)
-	crio := h.container(filepath.Join(run, "runc"), crioID, "machine.slice/crio-"+crioID+".scope", nil)
+	// A runc before 1.0 names no v2 cgroup in its state: on a hybrid
+	// host, the v2 cgroup systemd made for Docker's container is named
+	// by its name, which the state does not contradict.
+	oldID := "c" + id[1:]
+	h.containerIn(filepath.Join(run, "docker", "runtime-runc", "moby"), oldID, "system.slice/docker-"+oldID+".scope", nil, v1)
+	oldV2 := filepath.Join(h.roots.Cgroups.V2, "system.slice", "docker-"+oldID+".scope")
+	if err := os.MkdirAll(oldV2, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	r := NewRegistry(h.roots, false)
 	defer r.Close()
 	checkLookups(t, r, []lookup{
-		{unlisted, Info{ID: unlistedID, Runtime: "podman"}},
-		{crio, Info{ID: crioID, Runtime: "cri-o"}},
+		{CgroupOfPath(h.roots.Cgroups.V2, "/system.slice/docker-"+oldID+".scope"), Info{ID: oldID, Runtime: "docker"}},
 		{plain, Info{ID: "mybox", Name: "mybox", Runtime: "runc"}},
 		{ctr, Info{ID: "job7", Name: "job7", Runtime: "containerd"}},
 		{dock["pids"], Info{ID: id, Name: "web", Runtime: "docker"}},
@@ -323,13 +327,20 @@ func TestRegistryWatchesAndRemembers(t *testing.T) {
 }
 
 // A Docker container started again keeps its id, in a new cgroup of the
-// same name: once runc's state says so, that cgroup is the container's.
+// same name: once runc's state says so, that cgroup is the container's,
+// whether the watch tells of the state or a lookup reads it again.
 func TestRegistryRestartedContainer(t *testing.T) {
+	for _, watch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) { testRestartedContainer(t, watch) })
+	}
+}
+
+func testRestartedContainer(t *testing.T, watch bool) {
 	h := newFakeHost(t)
 	state := filepath.Join(filepath.Dir(h.roots.Runc[0]), "docker", "runtime-runc", "moby")
 	first := h.container(state, id, "docker/"+id, nil)
 	h.write(filepath.Join(h.roots.Docker, id, "config.v2.json"), map[string]any{"Name": "/web"})
-	r := NewRegistry(h.roots, true)
+	r := NewRegistry(h.roots, watch)
 	defer r.Close()
 	if c := r.Lookup(first); c == nil || c.Name != "web" {
 		t.Fatalf("the container: %+v", c)
@@ -555,6 +566,8 @@ func TestMatch(t *testing.T) {
 		{runcBox, "webapp", true},
 		{runcBox, "web", false},
 		{runcBox, "weba", false},
+		{&Info{ID: "cafe-db", Name: "cafe-db", Runtime: "runc"}, "cafe", false},
+		{&Info{ID: "db1-backup", Name: "db1-backup", Runtime: "containerd"}, "db1", false},
 		{dock, "web", true},
 		{dock, id, true},
 		{dock, id[:12], true},
@@ -622,6 +635,17 @@ func TestRegistryCgroupBelowContainer(t *testing.T) {
 		if want == "" && c != nil || want != "" && (c == nil || c.ID != want) {
 			t.Errorf("%s: %+v, want %q", path, c, want)
 		}
+	}
+	// A container made below another's: the one above answers until
+	// its state is written, then it does, though first asked while new.
+	inner := below("mybox/inner")
+	if c := r.Lookup(inner); c == nil || c.ID != "mybox" {
+		t.Errorf("below mybox, before its state: %+v", c)
+	}
+	h.container(filepath.Join(run, "runc"), "inner", "mybox/inner", nil)
+	time.Sleep(askEvery + 10*time.Millisecond)
+	if c := r.Lookup(inner); c == nil || c.ID != "inner" {
+		t.Errorf("a container below mybox, its state written: %+v", c)
 	}
 	// Beyond the depth the kernel's filter looks, no more.
 	if c := r.Lookup(below("mybox/1/2/3/4/5/6/7/8")); c != nil {

@@ -28,7 +28,7 @@ type Registry struct {
 	byCgroup  map[CgroupKey]*Info     // answers given, nil for no container
 	firstSeen map[CgroupKey]asked     // cgroups not (yet) known as containers
 	index     map[CgroupKey]*Info     // runc state, by cgroup
-	byID      map[string]*Info        // runc state, by container id
+	byID      map[string]*stateOf     // runc state, by container id
 	pods      map[CgroupKey]CgroupKey // a pod's container's cgroup: its pod's cgroup
 	seenState map[string]bool         // state.json files read
 	created   map[string]bool         // container directories the watch saw made
@@ -64,14 +64,30 @@ const (
 	cgroupAncestors = 7
 )
 
+// stateOf is a container as runc's state gives it: the file, and the
+// hierarchies in which it names the container's cgroup.
+type stateOf struct {
+	info   *Info
+	path   string
+	v2, v1 bool
+}
+
+// names reports whether the state names the container's cgroup in
+// cg's hierarchy.
+func (s *stateOf) names(cg Cgroup) bool { return cg.V1 && s.v1 || !cg.V1 && s.v2 }
+
 // asked is when a cgroup was first and last asked about.
-type asked struct{ first, last time.Time }
+// above is the container found above it meanwhile, if any.
+type asked struct {
+	first, last time.Time
+	above       *Info
+}
 
 // NewRegistry reads the runtimes' state under roots and, if watch is set,
 // follows it as it changes. Close stops following.
 func NewRegistry(roots Roots, watch bool) *Registry {
 	r := &Registry{roots: roots, byCgroup: map[CgroupKey]*Info{}, firstSeen: map[CgroupKey]asked{},
-		index: map[CgroupKey]*Info{}, byID: map[string]*Info{}, pods: map[CgroupKey]CgroupKey{}, seenState: map[string]bool{}, created: map[string]bool{}}
+		index: map[CgroupKey]*Info{}, byID: map[string]*stateOf{}, pods: map[CgroupKey]CgroupKey{}, seenState: map[string]bool{}, created: map[string]bool{}}
 	if watch {
 		r.watch = newWatcher(r)
 	}
@@ -119,14 +135,18 @@ func (r *Registry) kernelCgroupLocked(cg CgroupKey) CgroupKey {
 
 // Close stops following the runtimes' state.
 func (r *Registry) Close() {
-	if r.watch != nil {
-		r.watch.close()
-	}
+	// Lookups from now on drain no watch and ask no hierarchy, whose fds
+	// may be another file's once closed; the watch's goroutine, which
+	// takes the lock, ends before its fd is closed.
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closePaths != nil {
-		r.closePaths()
-		r.closePaths, r.paths = nil, nil
+	w, closePaths := r.watch, r.closePaths
+	r.watch, r.closePaths, r.paths = nil, nil, nil
+	r.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
+	if closePaths != nil {
+		closePaths()
 	}
 }
 
@@ -191,25 +211,29 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 	now := time.Now()
 	first, asked := r.firstSeen[key]
 	if asked && now.Sub(first.last) < askEvery && now.Sub(first.first) < youngFor {
-		return nil
+		return first.above
 	}
 	c := r.identifyLocked(cg)
+	above := false
 	if c == nil && cg.ID != 0 {
 		c = r.aboveLocked(cg)
+		above = c != nil
 	}
-	if c == nil && cg.ID != 0 {
+	if (c == nil || above) && cg.ID != 0 {
 		// Not a container, or not yet in the runtime's state: ask again
-		// for a short while before taking no for an answer.
+		// for a short while before taking no for an answer, or the
+		// container above it for the answer (a container made below
+		// another's, its state not yet written, would be taken for it).
 		if !asked {
 			first.first = now
 		}
-		first.last = now
+		first.last, first.above = now, c
 		if now.Sub(first.first) < youngFor {
 			if len(r.firstSeen) >= registryMax {
 				clear(r.firstSeen)
 			}
 			r.firstSeen[key] = first
-			return nil
+			return c
 		}
 		delete(r.firstSeen, key)
 	}
@@ -243,13 +267,18 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 		return c
 	}
 	byName, named := FromCgroup(cg)
-	if (!named || byName.Runtime == "" || r.byID[byName.ID] != nil) && cg.ID != 0 {
+	prior := r.byID[byName.ID]
+	if (!named || byName.Runtime == "" || prior != nil) && cg.ID != 0 {
 		// The watch may not have read the runtime's newest state yet: a
 		// cgroup named like none, a pod's container (cgroupfs driver)
 		// whose runtime only the state tells, or a container whose
-		// state named another cgroup (one made again on a restart).
+		// state named another cgroup: one made again on a restart, whose
+		// state (at the same path) is read again, watch or not.
 		if r.watch != nil {
 			r.applyLocked(r.watch.drain())
+		}
+		if named && prior != nil {
+			delete(r.seenState, prior.path)
 		}
 		r.scanLocked()
 		if c := r.index[cg.Key()]; c != nil {
@@ -264,15 +293,16 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 	}
 	c := byName
 	if known := r.byID[c.ID]; known != nil {
-		if cg.ID != 0 {
-			// runc's state gives this container other cgroups: this
-			// one is only named like it, as anyone who may make
-			// cgroups (a user's delegated systemd subtree) can name one.
+		if cg.ID != 0 && known.names(cg) {
+			// runc's state gives this container another cgroup in this
+			// hierarchy: this one is only named like it, as anyone who
+			// may make cgroups (a user's delegated systemd subtree) can
+			// name one.
 			return nil
 		}
 		// The same container, seen through runc's state: its runtime as
 		// the cgroup names it, its pod as either says.
-		merged := *known
+		merged := *known.info
 		if c.Runtime != "" {
 			merged.Runtime = c.Runtime
 		}
@@ -384,7 +414,7 @@ func (r *Registry) readStateLocked(path string) {
 			r.learned = append(r.learned, learnedCgroup{c, r.kernelCgroupLocked(cg.Key())})
 		}
 	}
-	r.byID[c.ID] = &c
+	r.byID[c.ID] = &stateOf{info: &c, path: path, v2: rc.cgroup.ID != 0, v1: rc.cgroupV1.ID != 0}
 }
 
 // Containers lists the containers the index knows, by cgroup: a
