@@ -415,12 +415,20 @@ func TestPrivilegedCgroupNamesSentAgain(t *testing.T) {
 	if err := unix.Stat(dir, &st); err != nil {
 		t.Fatal(err)
 	}
-	// An exec in the cgroup, on CPU 0.
+	// An exec in the cgroup, on the first CPU this test may use.
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !cpus.IsSet(cpu) {
+		cpu++
+	}
 	execIn := func() {
 		t.Helper()
 		m := marker()
 		script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec /bin/true %s", dir, m)
-		if out, err := exec.Command("taskset", "-c", "0", "sh", "-c", script).CombinedOutput(); err != nil {
+		if out, err := exec.Command("taskset", "-c", strconv.Itoa(cpu), "sh", "-c", script).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
 		ex := c.Wait(t, 1, wait, isExec("/bin/true", m))[0]

@@ -48,7 +48,10 @@ func (c *Cgroups) Path(id uint64) string {
 	if p, ok := c.cache[id]; ok {
 		return p
 	}
-	p := c.lookup(id)
+	p, final := c.lookup(id)
+	if !final {
+		return p
+	}
 	if len(c.cache) >= cgroupCacheMax {
 		clear(c.cache)
 	}
@@ -56,26 +59,34 @@ func (c *Cgroups) Path(id uint64) string {
 	return p
 }
 
-func (c *Cgroups) lookup(id uint64) string {
+// lookup asks the kernel; final is false for an answer that may change
+// (the process is out of fds or memory), true otherwise: a path, a
+// cgroup gone (ids are never reused), no permission.
+func (c *Cgroups) lookup(id uint64) (path string, final bool) {
 	var b [8]byte
 	binary.NativeEndian.PutUint64(b[:], id)
 	fd, err := unix.OpenByHandleAt(c.fd, unix.NewFileHandle(fileidKernfs, b[:]), unix.O_PATH|unix.O_CLOEXEC)
 	if err != nil {
-		return ""
+		return "", !transient(err)
 	}
 	defer unix.Close(fd)
 	target, err := readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil {
-		return ""
+		return "", !transient(err)
 	}
 	rel, ok := strings.CutPrefix(target, c.root)
 	if !ok || (rel != "" && rel[0] != '/') {
-		return ""
+		return "", true
 	}
 	if rel == "" {
-		return "/"
+		return "/", true
 	}
-	return rel
+	return rel, true
+}
+
+// transient reports whether err is a shortage that may pass.
+func transient(err error) bool {
+	return err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOMEM || err == unix.EINTR
 }
 
 func readlink(path string) (string, error) {
