@@ -25,6 +25,7 @@ type Cgroup struct {
 	V1     bool   // of the cgroup v1 hierarchy that identifies processes, not v2
 	Name   string // kernfs name of the cgroup
 	Parent string // kernfs name of its parent ("" for the root's children)
+	Path   string // path in its hierarchy, as the caller knows it; "" if not
 }
 
 // CgroupKey is a cgroup's identity: its id, and which hierarchy's, the
@@ -142,5 +143,6 @@ func CgroupOfPath(root, path string) Cgroup {
 		cg.Parent = parts[len(parts)-2]
 	}
 	cg.ID = inode(root + path)
+	cg.Path = path
 	return cg
 }

@@ -606,17 +606,6 @@ func TestRegistryCgroupBelowContainer(t *testing.T) {
 		})
 	r := NewRegistry(h.roots, false)
 	defer r.Close()
-	// The kernel's paths of cgroup ids, here from the tree itself.
-	r.paths = func(k CgroupKey) string {
-		found := ""
-		_ = filepath.WalkDir(h.roots.Cgroups.V2, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() && inode(p) == k.ID && !k.V1 {
-				found = strings.TrimPrefix(p, h.roots.Cgroups.V2)
-			}
-			return nil
-		})
-		return found
-	}
 	below := func(path string) Cgroup {
 		if err := os.MkdirAll(filepath.Join(h.roots.Cgroups.V2, path), 0o755); err != nil {
 			t.Fatal(err)

@@ -20,7 +20,7 @@ func Match(c *Info, ref string) bool {
 	if c == nil || ref == "" {
 		return false
 	}
-	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && isHex(ref) && isID(c.ID) && strings.HasPrefix(c.ID, ref)) {
+	if c.ID == ref || c.Name == ref || (len(ref) >= 3 && isID(c.ID) && strings.HasPrefix(c.ID, ref)) {
 		return true
 	}
 	if p := c.Pod; p != nil && p.Name != "" {
@@ -28,16 +28,6 @@ func Match(c *Info, ref string) bool {
 			p.Container != "" && ref == p.Name+"/"+p.Container || p.Sandbox && ref == p.Name+"/"+event.SandboxName
 	}
 	return false
-}
-
-// isHex reports whether s is lower-case hex digits only.
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Find lists the running containers ref names, by cgroup. None is no

@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nstrace/nstrace/internal/event"
-	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // Registry attributes events to containers. It keeps an index of the
@@ -33,9 +32,6 @@ type Registry struct {
 	seenState map[string]bool         // state.json files read
 	created   map[string]bool         // container directories the watch saw made
 	watch     *watcher
-	// paths gives a cgroup's path in its hierarchy, "" if unknown.
-	paths      func(CgroupKey) string
-	closePaths func()
 	// onLearn is OnContainer's function, and learned what it is to be
 	// told once the lock is released.
 	onLearn func(Info, CgroupKey)
@@ -91,7 +87,6 @@ func NewRegistry(roots Roots, watch bool) *Registry {
 	if watch {
 		r.watch = newWatcher(r)
 	}
-	r.paths, r.closePaths = cgroupPaths(roots.Cgroups)
 	r.mu.Lock()
 	r.scanLocked()
 	r.unlock()
@@ -135,48 +130,15 @@ func (r *Registry) kernelCgroupLocked(cg CgroupKey) CgroupKey {
 
 // Close stops following the runtimes' state.
 func (r *Registry) Close() {
-	// Lookups from now on drain no watch and ask no hierarchy, whose fds
-	// may be another file's once closed; the watch's goroutine, which
-	// takes the lock, ends before its fd is closed.
+	// Lookups from now on drain no watch, whose fd may be another
+	// file's once closed; the watch's goroutine, which takes the lock,
+	// ends before its fd is closed.
 	r.mu.Lock()
-	w, closePaths := r.watch, r.closePaths
-	r.watch, r.closePaths, r.paths = nil, nil, nil
+	w := r.watch
+	r.watch = nil
 	r.mu.Unlock()
 	if w != nil {
 		w.close()
-	}
-	if closePaths != nil {
-		closePaths()
-	}
-}
-
-// cgroupPaths turns cgroup ids of the hierarchies that identify
-// processes into paths, asking the kernel (procfs.Cgroups); without a
-// hierarchy, its paths are unknown.
-func cgroupPaths(h procfs.Hierarchies) (func(CgroupKey) string, func()) {
-	var v2, v1 *procfs.Cgroups
-	if h.V2 != "" {
-		v2 = procfs.NewCgroups(h.V2)
-	}
-	if h.V1 != "" {
-		v1 = procfs.NewCgroups(h.V1)
-	}
-	paths := func(k CgroupKey) string {
-		c := v2
-		if k.V1 {
-			c = v1
-		}
-		if c == nil {
-			return ""
-		}
-		return c.Path(k.ID)
-	}
-	return paths, func() {
-		for _, c := range []*procfs.Cgroups{v2, v1} {
-			if c != nil {
-				c.Close()
-			}
-		}
 	}
 }
 
@@ -214,16 +176,12 @@ func (r *Registry) Lookup(cg Cgroup) *Info {
 		return first.above
 	}
 	c := r.identifyLocked(cg)
-	above := false
 	if c == nil && cg.ID != 0 {
-		c = r.aboveLocked(cg)
-		above = c != nil
-	}
-	if (c == nil || above) && cg.ID != 0 {
 		// Not a container, or not yet in the runtime's state: ask again
 		// for a short while before taking no for an answer, or the
 		// container above it for the answer (a container made below
 		// another's, its state not yet written, would be taken for it).
+		c = r.aboveLocked(cg)
 		if !asked {
 			first.first = now
 		}
@@ -316,16 +274,13 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 	return &c
 }
 
-// aboveLocked names the container whose cgroup is above cg: a process
-// the container moved into a cgroup of its own below (systemd in a
-// container, a container in a container) is in that container still.
-// Only a container's own cgroup answers, never a pod's (a process in a
-// pod's cgroup is in none of its containers).
+// aboveLocked names the container whose cgroup is above cg, by cg's
+// path: a process the container moved into a cgroup of its own below
+// (systemd in a container, a container in a container) is in that
+// container still. Only a container's own cgroup answers, never a
+// pod's (a process in a pod's cgroup is in none of its containers).
 func (r *Registry) aboveLocked(cg Cgroup) *Info {
-	if r.paths == nil {
-		return nil
-	}
-	path := r.paths(cg.Key())
+	path := cg.Path
 	for range cgroupAncestors {
 		if path == "" || path == "/" {
 			return nil

@@ -477,7 +477,7 @@ func (s *Session) decorate(e *event.Event) {
 		paths = s.cgroupsV1
 	}
 	e.Cgroup = paths.Path(e.CgroupID)
-	e.Container = s.containers.Lookup(container.Cgroup{ID: e.CgroupID, V1: e.CgroupV1 != "", Name: e.CgroupName, Parent: e.CgroupParent})
+	e.Container = s.containers.Lookup(container.Cgroup{ID: e.CgroupID, V1: e.CgroupV1 != "", Name: e.CgroupName, Parent: e.CgroupParent, Path: e.Cgroup})
 	switch e.Kind {
 	case event.Setns:
 		if t, ok := ns.OfCloneFlag(e.TargetType); ok && e.TargetNS != 0 {
