@@ -4,6 +4,8 @@ package procfs
 
 import (
 	"encoding/binary"
+	"errors"
+	"os"
 	"strconv"
 	"strings"
 
@@ -70,7 +72,7 @@ func (c *Cgroups) lookup(id uint64) (path string, final bool) {
 		return "", !transient(err)
 	}
 	defer unix.Close(fd)
-	target, err := readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	target, err := readlinkAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd))
 	if err != nil {
 		return "", !transient(err)
 	}
@@ -86,20 +88,21 @@ func (c *Cgroups) lookup(id uint64) (path string, final bool) {
 
 // transient reports whether err is a shortage that may pass.
 func transient(err error) bool {
-	return err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOMEM || err == unix.EINTR
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EINTR)
 }
 
-func readlink(path string) (string, error) {
-	buf := make([]byte, 512)
-	for {
-		n, err := unix.Readlink(path, buf)
+// readlinkAt reads the link at name, relative to the directory open at
+// dir (unix.AT_FDCWD: the working directory's).
+func readlinkAt(dir int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		b := make([]byte, size)
+		n, err := unix.Readlinkat(dir, name, b)
 		if err != nil {
-			return "", err
+			return "", &os.PathError{Op: "readlinkat", Path: name, Err: err}
 		}
-		if n < len(buf) {
-			return string(buf[:n]), nil
+		if n < size {
+			return string(b[:n]), nil
 		}
-		buf = make([]byte, 2*len(buf))
 	}
 }
 

@@ -100,18 +100,7 @@ func (d procDir) readFile(name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-func (d procDir) readlink(name string) (string, error) {
-	for size := 128; ; size *= 2 {
-		b := make([]byte, size)
-		n, err := unix.Readlinkat(d.fd, name, b)
-		if err != nil {
-			return "", &os.PathError{Op: "readlinkat", Path: name, Err: err}
-		}
-		if n < size {
-			return string(b[:n]), nil
-		}
-	}
-}
+func (d procDir) readlink(name string) (string, error) { return readlinkAt(d.fd, name) }
 
 // Procs reads every process under procRoot, in pid order.
 func Procs(procRoot string) []Proc {

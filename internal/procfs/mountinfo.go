@@ -14,10 +14,11 @@ import (
 
 // Mount is one line of a mountinfo file.
 type Mount struct {
-	Root    string // the mounted object's path within its file system
-	Point   string // where it is mounted
-	FSType  string
-	Options string // the file system's own (super block) options
+	ID, Parent int    // the mount's id and its parent's
+	Root       string // the mounted object's path within its file system
+	Point      string // where it is mounted
+	FSType     string
+	Options    string // the file system's own (super block) options
 }
 
 // Mounts reads a mountinfo file (proc(5)):
@@ -41,6 +42,8 @@ func Mounts(path string) ([]Mount, error) {
 			continue
 		}
 		m := Mount{Root: unescapeMount(f[3]), Point: unescapeMount(f[4]), FSType: g[0]}
+		m.ID, _ = strconv.Atoi(f[0])
+		m.Parent, _ = strconv.Atoi(f[1])
 		if len(g) >= 3 {
 			m.Options = g[2]
 		}

@@ -217,7 +217,7 @@ func TestMountsAndNSMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms, err := Mounts(mi)
-	if err != nil || len(ms) != 4 || ms[3].Point != "/tmp/a b" || ms[1].Root != "net:[4026532617]" {
+	if err != nil || len(ms) != 4 || ms[3].Point != "/tmp/a b" || ms[1].Root != "net:[4026532617]" || ms[1].ID != 40 || ms[1].Parent != 30 {
 		t.Fatalf("Mounts = %+v %v", ms, err)
 	}
 	got := NSMounts(mi)

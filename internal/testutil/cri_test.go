@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/nstrace/nstrace/internal/procfs"
 )
 
 // A pod through CRI as a kubelet runs one: its sandbox and two
@@ -65,17 +67,21 @@ func TestPrivilegedCRIPod(t *testing.T) {
 		// own mount, where an `ip netns add` cannot bury it: one made now
 		// leaves the pod to be removed as usual (Remove fails t if not).
 		netns := nsLink(t, sandbox, "net")
-		var dir, held []string
-		for _, m := range mountinfo(t) {
-			if m[3] == NetnsDir {
-				dir = m
+		mounts, err := procfs.Mounts("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dir, held *procfs.Mount
+		for i, m := range mounts {
+			if m.Point == NetnsDir {
+				dir = &mounts[i]
 			}
-			if m[2] == netns {
-				held = m
+			if m.Root == netns {
+				held = &mounts[i]
 			}
 		}
-		if dir == nil || held == nil || held[1] != dir[0] || filepath.Dir(held[3]) != NetnsDir {
-			t.Errorf("the pod's %s is mounted at %v, %s at %v", netns, held, NetnsDir, dir)
+		if dir == nil || held == nil || held.Parent != dir.ID || filepath.Dir(held.Point) != NetnsDir {
+			t.Errorf("the pod's %s is mounted at %+v, %s at %+v", netns, held, NetnsDir, dir)
 		}
 		name := "nstrace-cri-" + strconv.Itoa(os.Getpid())
 		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
@@ -116,23 +122,6 @@ func TestPrivilegedCRIPod(t *testing.T) {
 	if shims := shimsOf(c.Socket); len(shims) > 0 {
 		t.Errorf("shims left: %v", shims)
 	}
-}
-
-// mountinfo is this process's mounts: each line's id, parent id, root
-// and mount point.
-func mountinfo(t testing.TB) [][]string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 5 {
-			out = append(out, []string{f[0], f[1], f[3], f[4]})
-		}
-	}
-	return out
 }
 
 // othersClaimed reports whether another CRI holds a claim on a /24; a
