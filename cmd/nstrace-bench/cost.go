@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // progStat is one BPF program's run count and total run time, from the
@@ -60,19 +62,18 @@ func progStats(pid int) map[string]progStat {
 	return out
 }
 
-// progName asks bpftool for a program's name; "" if it cannot.
+// progName asks the kernel for a program's name; "" if it cannot.
 func progName(id int) string {
-	b, err := exec.Command("bpftool", "prog", "show", "id", strconv.Itoa(id)).Output()
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
 	if err != nil {
 		return ""
 	}
-	f := strings.Fields(string(b))
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "name" {
-			return f[i+1]
-		}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return ""
 	}
-	return ""
+	return info.Name
 }
 
 // statsOn turns on the kernel's BPF run-time statistics and returns how to
