@@ -281,12 +281,11 @@ func (r *Registry) identifyLocked(cg Cgroup) *Info {
 // pod's (a process in a pod's cgroup is in none of its containers).
 func (r *Registry) aboveLocked(cg Cgroup) *Info {
 	path := cg.Path
+	if path == "" {
+		return nil
+	}
 	for range cgroupAncestors {
-		if path == "" || path == "/" {
-			return nil
-		}
-		path = filepath.Dir(path)
-		if path == "/" {
+		if path = filepath.Dir(path); path == "/" {
 			return nil
 		}
 		up := r.roots.CgroupAt(path, cg.V1)
